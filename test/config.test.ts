@@ -396,6 +396,8 @@ t.test('errors name the file and the field', async (t) => {
     [{ ...base, shards: [{ bucket: 'xyz' }] }, 'buckets', /shards/],
     [{ ...base, buckets: undefined, shards: [{ bucket: 'xyz' }, { bucket: 'xyz', endpoint: 'http://127.0.0.1:9000/' }] },
       'shards[1].bucket', /already used by shards\[0\]\.bucket/],
+    [{ ...base, buckets: undefined, shards: [{ bucket: 'xyz' }, { bucket: 'xyz', endpoint: 'http://other-host:9000' }] },
+      'shards[1]', /already shard 0/],
     [{ ...base, buckets: undefined, shards: [{}] }, 'shards[0].bucket', /required/],
     [{ ...base, buckets: undefined, shards: [{ bucket: 'xyz', endpoint: 'http://h/p' }] }, 'shards[0].endpoint'],
     [{ ...base, buckets: undefined, shards: [{ bucket: 'xyz', region: 7 }] }, 'shards[0].region'],
