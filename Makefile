@@ -1,0 +1,53 @@
+SHELL := /bin/bash
+# Everything a fresh machine needs is installed by these targets; caches live
+# outside the repository (TSS_CACHE) so CI and later runs reuse them.
+TSS_CACHE ?= $(HOME)/.cache/tempo-s3-shard
+MINIO_BIN := $(TSS_CACHE)/bin/minio
+VENV := $(TSS_CACHE)/venv
+TAP_FLAGS ?= --disable-coverage --reporter=tap --timeout=600 --jobs=2
+TESTS ?= test/*.test.ts test/integration/*.test.ts
+
+export TSS_CACHE
+export MINIO_BIN
+export PATH := $(VENV)/bin:$(PATH)
+
+.PHONY: all deps build test unit demo bench clean minio python
+
+all: build
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+
+deps: node_modules/.package-lock.json minio python
+
+minio: $(MINIO_BIN)
+$(MINIO_BIN):
+	mkdir -p $(TSS_CACHE)/bin
+	GOBIN=$(TSS_CACHE)/bin go install github.com/minio/minio@latest
+
+python: $(VENV)/.installed
+$(VENV)/.installed:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet boto3 awscli
+	touch $@
+
+build: node_modules/.package-lock.json
+	npx tsc -p tsconfig.json
+
+# Runs every test and ends with "N passed, N failed".
+test: deps build
+	@set -o pipefail; npx tap $(TAP_FLAGS) $(TESTS) 2>&1 | tee $(TSS_CACHE)/last-test.log; status=$$?; \
+	  node test/summary.js $(TSS_CACHE)/last-test.log; exit $$status
+
+unit: build
+	@set -o pipefail; npx tap $(TAP_FLAGS) test/*.test.ts 2>&1 | tee $(TSS_CACHE)/last-test.log; status=$$?; \
+	  node test/summary.js $(TSS_CACHE)/last-test.log; exit $$status
+
+demo: deps build
+	bash compose/local-demo.sh
+
+bench: deps build
+	node dist/test/bench/run.js
+
+clean:
+	rm -rf dist

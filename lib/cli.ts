@@ -1,0 +1,119 @@
+import { parseArgs } from 'node:util';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ConfigError, loadConfig } from './config';
+import type { Config } from './config';
+import { Ring } from './ring';
+import { ShardProxy } from './server';
+
+export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
+
+const USAGE = `Usage:
+  tempo-s3-shard [serve] --config FILE     run the proxy
+  tempo-s3-shard locate --config FILE KEY...
+                                           print each key and the backend bucket it lives in
+  tempo-s3-shard --help | --version
+
+Configuration comes from FILE and the S3_* environment variables (see README).
+Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration.`;
+
+function version(): string {
+  return JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')).version;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  // The original tool took Go-style `-config FILE`.
+  const args = argv.map((a) => (a === '-config' ? '--config' : a.startsWith('-config=') ? '-' + a : a));
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        config: { type: 'string', short: 'c' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'v' },
+      },
+    });
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n${USAGE}\n`);
+    return EXIT.usage;
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    process.stdout.write(USAGE + '\n');
+    return EXIT.ok;
+  }
+  if (values.version) {
+    process.stdout.write(version() + '\n');
+    return EXIT.ok;
+  }
+  const [command = 'serve', ...rest] = positionals;
+  let config: Config;
+  try {
+    config = loadConfig({ file: values.config });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`tempo-s3-shard: ${err.message}\n`);
+      return EXIT.usage;
+    }
+    throw err;
+  }
+  switch (command) {
+    case 'serve':
+      return serve(config);
+    case 'locate':
+      return locate(config, rest);
+    default:
+      process.stderr.write(`unknown command: ${command}\n${USAGE}\n`);
+      return EXIT.usage;
+  }
+}
+
+function locate(config: Config, keys: string[]): number {
+  if (keys.length === 0) {
+    process.stderr.write(`locate needs at least one key\n${USAGE}\n`);
+    return EXIT.usage;
+  }
+  // Keys name the first virtual bucket unless given as `bucket/key` for a
+  // configured virtual bucket.
+  const rings = new Map(config.virtualBuckets.map((vb) => [vb.name, { vb, ring: new Ring(vb.shards.map((s) => s.bucket)) }]));
+  const first = config.virtualBuckets[0];
+  for (const key of keys) {
+    const slash = key.indexOf('/');
+    const named = slash > 0 && config.virtualBuckets.length > 1 ? rings.get(key.slice(0, slash)) : undefined;
+    const { vb, ring } = named ?? rings.get(first.name)!;
+    const k = named ? key.slice(slash + 1) : key;
+    process.stdout.write(`${key}\t${ring.locate(k, vb.hashPrefix)}\n`);
+  }
+  return EXIT.ok;
+}
+
+async function serve(config: Config): Promise<number> {
+  const proxy = new ShardProxy(config);
+  if (config.createBuckets) {
+    try {
+      await proxy.ensureBuckets();
+    } catch (err) {
+      proxy.log.error('cannot prepare the shard buckets', { error: (err as Error).message });
+      await proxy.close().catch(() => {});
+      return EXIT.failure;
+    }
+  }
+  const addr = await proxy.listen();
+  proxy.log.info('listening', {
+    address: addr.address, port: addr.port,
+    virtual_buckets: config.virtualBuckets.map((vb) => ({ name: vb.name, shards: vb.shards.map((s) => s.bucket) })),
+  });
+  if (config.clients.length === 0) {
+    proxy.log.warn('NO CLIENT AUTHENTICATION: anyone who reaches this port can read and delete every object');
+  }
+  return new Promise((resolve) => {
+    const stop = () => {
+      proxy.log.info('shutting down');
+      void proxy.close().then(() => resolve(EXIT.ok));
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+}

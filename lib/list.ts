@@ -1,0 +1,39 @@
+import type { ServerResponse } from 'node:http';
+import { once } from 'node:events';
+import { S3Error } from './errors';
+import { mergeListing, parseListRequest } from './list-merge';
+import type { ListKind, ShardPageFetcher } from './list-merge';
+import type { S3Request } from './s3-request';
+import type { VirtualBucket } from './virtual-bucket';
+import { readCapped } from './forward';
+
+const KINDS: Partial<Record<S3Request['operation'], ListKind>> = {
+  ListObjects: 'v1',
+  ListObjectsV2: 'v2',
+  ListObjectVersions: 'versions',
+  ListMultipartUploads: 'uploads',
+};
+
+// Listings fan out to every shard; the merger asks each for pages as it
+// needs them. A shard that cannot answer fails the whole listing: a partial
+// answer would look like lost data.
+export async function list(res: ServerResponse, s3: S3Request, vb: VirtualBucket, signal: AbortSignal): Promise<void> {
+  const request = parseListRequest(KINDS[s3.operation]!, vb.name, s3.query);
+  const fetchers: ShardPageFetcher[] = vb.backends.map((b) => async (query, shardSignal) => {
+    const r = await b.request({ method: 'GET', query: Object.entries(query), signal: shardSignal });
+    if (r.statusCode !== 200) {
+      const text = (await readCapped(r.body, 64 * 1024).catch(() => Buffer.alloc(0))).toString();
+      const code = /<Code>([^<]*)<\/Code>/.exec(text)?.[1] ?? String(r.statusCode);
+      throw new S3Error('ServiceUnavailable', `Shard bucket ${b.bucket} failed the listing: ${code}`);
+    }
+    return r.body;
+  });
+  const pieces = mergeListing(request, fetchers, signal)[Symbol.asyncIterator]();
+  let next = await pieces.next();
+  res.writeHead(200, { 'content-type': 'application/xml' });
+  while (!next.done) {
+    if (!res.write(next.value)) await once(res, 'drain', { signal });
+    next = await pieces.next();
+  }
+  res.end();
+}

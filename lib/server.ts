@@ -1,0 +1,167 @@
+import { createServer } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createHash, randomBytes } from 'node:crypto';
+import type { Config } from './config';
+import { Pools } from './backend';
+import { S3Error, errorXml, isS3Error } from './errors';
+import { parseS3Request } from './s3-request';
+import type { S3Request } from './s3-request';
+import { VirtualBucket } from './virtual-bucket';
+import { bucketOp, listBuckets } from './bucket-ops';
+import { forward } from './forward';
+import { list } from './list';
+import { deleteObjects } from './delete-objects';
+import { Logger } from './log';
+
+// The request path, top to bottom: admin routes, classify the S3 request,
+// find its virtual bucket, hand it to the one handler for its operation.
+export class ShardProxy {
+  readonly server: Server;
+  readonly buckets: Map<string, VirtualBucket>;
+  private readonly pools = new Pools();
+  private readonly started = new Date();
+
+  constructor(readonly config: Config, readonly log: Logger = new Logger(config.logLevel)) {
+    this.buckets = new Map(config.virtualBuckets.map((vb) => [vb.name, new VirtualBucket(vb, this.pools)]));
+    this.server = createServer((req, res) => { void this.handle(req, res); });
+  }
+
+  async listen(port = this.config.listen.port, host = this.config.listen.host): Promise<AddressInfo> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host || undefined, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    return this.server.address() as AddressInfo;
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await this.pools.close();
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const requestId = randomBytes(8).toString('hex').toUpperCase();
+    res.setHeader('x-amz-request-id', requestId);
+    res.setHeader('server', 'tempo-s3-shard');
+    const aborter = new AbortController();
+    res.once('close', () => { if (!res.writableFinished) aborter.abort(); });
+    let s3: S3Request | undefined;
+    const started = process.hrtime.bigint();
+    try {
+      if (this.admin(req, res)) return;
+      s3 = parseS3Request(req, this.config.virtualHostDomains);
+      await this.dispatch(req, res, s3, aborter.signal);
+    } catch (err) {
+      this.fail(req, res, err, s3?.resource ?? '/', requestId);
+    } finally {
+      if (this.log.enabled('info')) {
+        this.log.info('request', {
+          operation: s3?.operation ?? null,
+          bucket: s3?.bucket ?? null,
+          status: res.statusCode,
+          duration_ms: Number(process.hrtime.bigint() - started) / 1e6,
+          request_id: requestId,
+        });
+      }
+    }
+  }
+
+  private admin(req: IncomingMessage, res: ServerResponse): boolean {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/healthz') {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end('ok\n');
+      return true;
+    }
+    return false;
+  }
+
+  private async dispatch(req: IncomingMessage, res: ServerResponse, s3: S3Request, signal: AbortSignal): Promise<void> {
+    if (s3.operation === 'ListBuckets') {
+      listBuckets(res, [...this.buckets.values()], this.started);
+      return;
+    }
+    const vb = this.buckets.get(s3.bucket);
+    if (!vb) throw new S3Error('NoSuchBucket');
+    switch (s3.operation) {
+      case 'GetBucketLocation':
+      case 'HeadBucket':
+      case 'CreateBucket':
+      case 'DeleteBucket':
+      case 'GetBucketVersioning':
+        bucketOp(res, s3, this.config.region);
+        return;
+      case 'ListObjects':
+      case 'ListObjectsV2':
+      case 'ListObjectVersions':
+      case 'ListMultipartUploads':
+        await list(res, s3, vb, signal);
+        return;
+      case 'DeleteObjects':
+        await deleteObjects(req, res, vb, signal);
+        return;
+      default:
+        await forward(req, res, s3, vb, signal);
+    }
+  }
+
+  private fail(req: IncomingMessage, res: ServerResponse, err: unknown, resource: string, requestId: string): void {
+    const s3err = isS3Error(err) ? err : new S3Error('InternalError');
+    if (!isS3Error(err) || s3err.status >= 500) {
+      this.log.error('request failed', { code: s3err.code, error: String((err as Error)?.message ?? err) });
+    }
+    if (res.headersSent) {
+      // Part of an answer is out: cutting the connection is the only way to
+      // tell the client it is incomplete.
+      res.destroy();
+      return;
+    }
+    // Whatever the client was still sending is no longer wanted; closing
+    // after the answer keeps a half-read body from poisoning the connection.
+    if (!req.complete) res.setHeader('connection', 'close');
+    const headers: Record<string, string> = { 'content-type': 'application/xml' };
+    if (req.method === 'HEAD') {
+      res.writeHead(s3err.status, { ...headers, 'x-amz-error-code': s3err.code });
+      res.end();
+      return;
+    }
+    const body = Buffer.from(errorXml(s3err, resource, requestId));
+    res.writeHead(s3err.status, { ...headers, 'content-length': String(body.length) });
+    res.end(body);
+  }
+
+  /** Creates the shard buckets that do not exist yet (the original tool did this at start-up). */
+  async ensureBuckets(): Promise<void> {
+    for (const vb of this.buckets.values()) {
+      await Promise.all(vb.backends.map(async (b) => {
+        const head = await b.request({ method: 'HEAD' });
+        await head.body.dump();
+        if (head.statusCode === 200) return;
+        if (head.statusCode !== 404) {
+          throw new S3Error('ServiceUnavailable', `shard bucket ${b.bucket}: HEAD answered ${head.statusCode}`);
+        }
+        const body = b.shard.region === 'us-east-1' ? null
+          : `<CreateBucketConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><LocationConstraint>${b.shard.region}</LocationConstraint></CreateBucketConfiguration>`;
+        const put = await b.request({
+          method: 'PUT',
+          body,
+          headers: body ? { 'content-length': String(Buffer.byteLength(body)) } : {},
+          payloadHash: body ? sha256Hex(body) : undefined,
+        });
+        const text = await put.body.text();
+        if (put.statusCode !== 200 && !text.includes('BucketAlreadyOwnedByYou')) {
+          throw new S3Error('ServiceUnavailable', `shard bucket ${b.bucket}: create answered ${put.statusCode}`);
+        }
+        this.log.info('created shard bucket', { virtual_bucket: vb.name, bucket: b.bucket });
+      }));
+    }
+  }
+}
+
+function sha256Hex(s: string): string {
+  return createHash('sha256').update(s).digest('hex');
+}
