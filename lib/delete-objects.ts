@@ -47,13 +47,14 @@ export function parseDeleteRequest(xml: string): DeleteRequest {
     }
     path.pop();
   };
+  parser.onerror = () => { throw new S3Error('MalformedXML'); };
   try {
     parser.write(xml).close();
   } catch (err) {
     if (err instanceof S3Error) throw err;
     throw new S3Error('MalformedXML');
   }
-  if (objects.length === 0) throw new S3Error('MalformedXML');
+  if (objects.length === 0 || path.length !== 0) throw new S3Error('MalformedXML');
   return { quiet, objects };
 }
 

@@ -6,7 +6,6 @@ import type { Backend, BackendRequest } from './backend';
 import { S3Error } from './errors';
 import type { S3Request } from './s3-request';
 import type { VirtualBucket } from './virtual-bucket';
-import { decodeCopySource } from './copy-source';
 import { encodePath } from './sigv4';
 
 // The one path most requests take: to the key's owner, re-signed, the body
@@ -109,22 +108,8 @@ export async function forward(req: IncomingMessage, res: ServerResponse, s3: S3R
   signal: AbortSignal): Promise<void> {
   const backend = vb.owner(s3.key!);
   const br = await backendRequest(req, s3, signal);
-  const copySource = req.headers['x-amz-copy-source'];
-  if (copySource !== undefined) {
-    br.headers!['x-amz-copy-source'] = translateCopySource(copySource as string, vb, backend);
-  }
   const upstream = await backend.request(br);
   await respond(res, upstream, s3, vb, backend, req);
-}
-
-function translateCopySource(header: string, vb: VirtualBucket, target: Backend): string {
-  const src = decodeCopySource(header);
-  if (src.bucket !== vb.name) throw new S3Error('NotImplemented', 'Copying between virtual buckets is not implemented yet.');
-  const source = vb.owner(src.key);
-  if (!source.sharesStorageWith(target)) {
-    throw new S3Error('NotImplemented', 'Copying across endpoints is not implemented yet.');
-  }
-  return source.copySource(src.key) + (src.versionId ? `?versionId=${encodeURIComponent(src.versionId)}` : '');
 }
 
 // Answers whose XML names the backend bucket: the client must see its own.

@@ -12,6 +12,7 @@ import { bucketOp, listBuckets } from './bucket-ops';
 import { forward } from './forward';
 import { list } from './list';
 import { deleteObjects } from './delete-objects';
+import { copy } from './copy';
 import { Logger } from './log';
 
 // The request path, top to bottom: admin routes, classify the S3 request,
@@ -103,6 +104,10 @@ export class ShardProxy {
         return;
       case 'DeleteObjects':
         await deleteObjects(req, res, vb, signal);
+        return;
+      case 'CopyObject':
+      case 'UploadPartCopy':
+        await copy(req, res, s3, this.buckets, vb, signal);
         return;
       default:
         await forward(req, res, s3, vb, signal);

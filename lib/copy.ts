@@ -1,0 +1,115 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Backend } from './backend';
+import { S3Error } from './errors';
+import { decodeCopySource } from './copy-source';
+import type { CopySource } from './copy-source';
+import { backendRequest, readCapped, respond } from './forward';
+import type { S3Request } from './s3-request';
+import type { VirtualBucket } from './virtual-bucket';
+import { sendXml } from './bucket-ops';
+
+// CopyObject and UploadPartCopy name a source in a virtual bucket. When the
+// source's shard shares an endpoint and credentials with the target's, the
+// backend copies server-side; otherwise the proxy streams a GET into a PUT.
+
+const XMLNS = 'http://s3.amazonaws.com/doc/2006-03-01/';
+
+// Conditional copy headers become the source GET's own conditions.
+const SOURCE_CONDITIONS: Record<string, string> = {
+  'x-amz-copy-source-if-match': 'if-match',
+  'x-amz-copy-source-if-none-match': 'if-none-match',
+  'x-amz-copy-source-if-modified-since': 'if-modified-since',
+  'x-amz-copy-source-if-unmodified-since': 'if-unmodified-since',
+};
+
+// What a metadata directive of COPY carries over from the source.
+const COPIED_HEADERS = ['content-type', 'content-encoding', 'content-disposition', 'content-language', 'cache-control', 'expires'];
+
+export async function copy(req: IncomingMessage, res: ServerResponse, s3: S3Request,
+  buckets: ReadonlyMap<string, VirtualBucket>, vb: VirtualBucket, signal: AbortSignal): Promise<void> {
+  const src = decodeCopySource(String(req.headers['x-amz-copy-source']));
+  const srcVb = buckets.get(src.bucket);
+  if (!srcVb) throw new S3Error('NoSuchBucket');
+  const source = srcVb.owner(src.key);
+  const target = vb.owner(s3.key!);
+  const br = await backendRequest(req, s3, signal);
+  if (source.sharesStorageWith(target)) {
+    br.headers!['x-amz-copy-source'] = source.copySource(src.key) +
+      (src.versionId ? `?versionId=${encodeURIComponent(src.versionId)}` : '');
+    await respond(res, await target.request(br), s3, vb, target, req);
+    return;
+  }
+  await streamedCopy(req, res, s3, src, source, target, signal);
+}
+
+async function streamedCopy(req: IncomingMessage, res: ServerResponse, s3: S3Request, src: CopySource,
+  source: Backend, target: Backend, signal: AbortSignal): Promise<void> {
+  const getHeaders: Record<string, string> = {};
+  for (const [from, to] of Object.entries(SOURCE_CONDITIONS)) {
+    const v = req.headers[from];
+    if (typeof v === 'string') getHeaders[to] = v;
+  }
+  const range = req.headers['x-amz-copy-source-range'];
+  if (s3.operation === 'UploadPartCopy' && typeof range === 'string') getHeaders.range = range;
+  const got = await source.request({
+    method: 'GET', key: src.key, headers: getHeaders, signal,
+    query: src.versionId ? [['versionId', src.versionId]] : [],
+  });
+  if (got.statusCode !== 200 && got.statusCode !== 206) {
+    await got.body.dump();
+    if (got.statusCode === 404) throw new S3Error('NoSuchKey');
+    if (got.statusCode === 304 || got.statusCode === 412) throw new S3Error('PreconditionFailed');
+    if (got.statusCode === 416) throw new S3Error('InvalidRange');
+    throw new S3Error('ServiceUnavailable', `Copy source shard ${source.bucket} answered ${got.statusCode}.`);
+  }
+
+  const headers: Record<string, string> = { 'content-length': String(got.headers['content-length']) };
+  const replaceMetadata = String(req.headers['x-amz-metadata-directive'] ?? 'COPY').toUpperCase() === 'REPLACE';
+  const carried = replaceMetadata ? req.headers : got.headers;
+  for (const [name, value] of Object.entries(carried)) {
+    if (typeof value === 'string' && (name.startsWith('x-amz-meta-') || COPIED_HEADERS.includes(name))) headers[name] = value;
+  }
+  for (const name of ['x-amz-storage-class', 'x-amz-server-side-encryption']) {
+    const v = req.headers[name];
+    if (typeof v === 'string') headers[name] = v;
+  }
+  const query: [string, string][] = [];
+  if (s3.operation === 'UploadPartCopy') {
+    query.push(['partNumber', s3.query.get('partNumber')!], ['uploadId', s3.query.get('uploadId')!]);
+  } else {
+    const tagging = await sourceTagging(req, src, source, signal);
+    if (tagging) headers['x-amz-tagging'] = tagging;
+  }
+  const put = await target.request({ method: 'PUT', key: s3.key, query, headers, body: got.body, signal });
+  await put.body.dump();
+  if (put.statusCode !== 200) {
+    throw new S3Error('ServiceUnavailable', `Copy target shard ${target.bucket} answered ${put.statusCode}.`);
+  }
+  const etag = String(put.headers.etag ?? '');
+  const element = s3.operation === 'UploadPartCopy' ? 'CopyPartResult' : 'CopyObjectResult';
+  sendXml(res, 200, `<${element} xmlns="${XMLNS}"><LastModified>${new Date().toISOString()}</LastModified>` +
+    `<ETag>${etag.replace(/"/g, '&quot;')}</ETag></${element}>`);
+}
+
+// S3 copies the source's tags unless told to replace them with the request's.
+async function sourceTagging(req: IncomingMessage, src: CopySource, source: Backend,
+  signal: AbortSignal): Promise<string | undefined> {
+  if (String(req.headers['x-amz-tagging-directive'] ?? 'COPY').toUpperCase() === 'REPLACE') {
+    const t = req.headers['x-amz-tagging'];
+    return typeof t === 'string' ? t : undefined;
+  }
+  const r = await source.request({ method: 'GET', key: src.key, query: [['tagging', '']], signal });
+  const xml = (await readCapped(r.body, 64 * 1024)).toString('utf8');
+  if (r.statusCode !== 200) throw new S3Error('ServiceUnavailable', `Copy source shard ${source.bucket} answered ${r.statusCode} for tags.`);
+  const pairs = [...xml.matchAll(/<Tag>\s*<Key>([^<]*)<\/Key>\s*<Value>([^<]*)<\/Value>\s*<\/Tag>/g)]
+    .map((m) => `${encodeURIComponent(unescapeXml(m[1]))}=${encodeURIComponent(unescapeXml(m[2]))}`);
+  return pairs.length ? pairs.join('&') : undefined;
+}
+
+function unescapeXml(s: string): string {
+  return s.replace(/&(lt|gt|quot|apos|amp|#(\d+)|#x([0-9a-fA-F]+));/g, (_, name: string, dec?: string, hex?: string) => {
+    if (dec) return String.fromCodePoint(Number(dec));
+    if (hex) return String.fromCodePoint(parseInt(hex, 16));
+    return ({ lt: '<', gt: '>', quot: '"', apos: "'", amp: '&' } as Record<string, string>)[name];
+  });
+}
