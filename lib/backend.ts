@@ -4,6 +4,7 @@ import type { Readable } from 'node:stream';
 import type { ShardConfig } from './config';
 import { S3Error, isS3Error } from './errors';
 import { encodePath, encodeQuery, sign } from './sigv4';
+import { channels } from './events';
 
 export interface BackendRequest {
   method: string;
@@ -13,6 +14,7 @@ export interface BackendRequest {
   body?: Readable | Buffer | string | null;
   payloadHash?: string;                  // defaults to the empty body's hash / UNSIGNED-PAYLOAD
   signal?: AbortSignal;
+  operation?: string;                    // for metrics: the client's operation this serves
 }
 
 const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
@@ -104,8 +106,9 @@ export class Backend {
       payloadHash: r.payloadHash ?? (hasBody ? 'UNSIGNED-PAYLOAD' : EMPTY_SHA256),
       credentials: this.shard.credentials,
     });
+    let response: Dispatcher.ResponseData;
     try {
-      return await this.pools.get(this.origin).request({
+      response = await this.pools.get(this.origin).request({
         method: r.method as Dispatcher.HttpMethod,
         path,
         headers,
@@ -113,9 +116,26 @@ export class Backend {
         signal: r.signal,
       });
     } catch (err) {
-      throw backendFailure(err, this.bucket);
+      const failure = backendFailure(err, this.bucket);
+      if (failure instanceof S3Error && failure.code === 'ServiceUnavailable') {
+        channels.backendFailure.publish({ shard: this.bucket, kind: failureKind(err) });
+      }
+      throw failure;
     }
+    channels.backendResponse.publish({
+      shard: this.bucket, operation: r.operation ?? 'internal', status: response.statusCode,
+      bytesSent: Number(headers['content-length'] ?? 0) || 0,
+    });
+    return response;
   }
+}
+
+function failureKind(err: unknown): string {
+  const code = (err as { code?: string }).code ?? '';
+  if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EHOSTUNREACH') return 'connect';
+  if (code.includes('TIMEOUT') || code === 'ETIMEDOUT') return 'timeout';
+  if (code === 'ECONNRESET' || code === 'UND_ERR_SOCKET' || code === 'EPIPE') return 'reset';
+  return 'other';
 }
 
 // A request body that failed (a bad chunk signature, a checksum mismatch) is

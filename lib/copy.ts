@@ -7,6 +7,7 @@ import { backendRequest, readCapped, respond } from './forward';
 import type { S3Request } from './s3-request';
 import type { VirtualBucket } from './virtual-bucket';
 import { sendXml } from './bucket-ops';
+import { channels } from './events';
 
 // CopyObject and UploadPartCopy name a source in a virtual bucket. When the
 // source's shard shares an endpoint and credentials with the target's, the
@@ -85,6 +86,7 @@ async function streamedCopy(req: IncomingMessage, res: ServerResponse, s3: S3Req
   if (put.statusCode !== 200) {
     throw new S3Error('ServiceUnavailable', `Copy target shard ${target.bucket} answered ${put.statusCode}.`);
   }
+  if (s3.operation === 'CopyObject') channels.objectWritten.publish({ shard: target.bucket });
   const etag = String(put.headers.etag ?? '');
   const element = s3.operation === 'UploadPartCopy' ? 'CopyPartResult' : 'CopyObjectResult';
   sendXml(res, 200, `<${element} xmlns="${XMLNS}"><LastModified>${new Date().toISOString()}</LastModified>` +

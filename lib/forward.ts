@@ -7,6 +7,7 @@ import { S3Error } from './errors';
 import type { S3Request } from './s3-request';
 import type { VirtualBucket } from './virtual-bucket';
 import { encodePath } from './sigv4';
+import { channels } from './events';
 
 // The one path most requests take: to the key's owner, re-signed, the body
 // piped through, the answer piped back.
@@ -94,7 +95,7 @@ const BODY_METHODS = new Set(['PUT', 'POST']);
 
 export async function backendRequest(req: IncomingMessage, s3: S3Request, signal: AbortSignal): Promise<BackendRequest> {
   const headers = forwardHeaders(req.headers);
-  const out: BackendRequest = { method: s3.method, key: s3.key, query: forwardQuery(s3.query), headers, signal };
+  const out: BackendRequest = { method: s3.method, key: s3.key, query: forwardQuery(s3.query), headers, signal, operation: s3.operation };
   if (BODY_METHODS.has(s3.method)) {
     const payload = await requestPayload(req);
     headers['content-length'] = String(payload.length);
@@ -112,6 +113,8 @@ export async function forward(req: IncomingMessage, res: ServerResponse, s3: S3R
   await respond(res, upstream, s3, vb, backend, req);
 }
 
+const WRITES = new Set(['PutObject', 'CompleteMultipartUpload', 'CopyObject']);
+
 // Answers whose XML names the backend bucket: the client must see its own.
 const REWRITE_OK_BODY = new Set(['CreateMultipartUpload', 'CompleteMultipartUpload', 'ListParts']);
 const MAX_REWRITTEN_BODY = 4 * 1024 * 1024;
@@ -122,6 +125,7 @@ export async function respond(res: ServerResponse, upstream: Dispatcher.Response
   for (const [name, value] of Object.entries(upstream.headers)) {
     if (value !== undefined && !DROP_RESPONSE_HEADERS.has(name)) headers[name] = value;
   }
+  if (upstream.statusCode === 200 && WRITES.has(s3.operation)) channels.objectWritten.publish({ shard: backend.bucket });
   const rewrite = upstream.statusCode >= 300 || REWRITE_OK_BODY.has(s3.operation);
   if (s3.method === 'HEAD' || !rewrite) {
     res.writeHead(upstream.statusCode, headers);
@@ -130,7 +134,7 @@ export async function respond(res: ServerResponse, upstream: Dispatcher.Response
       res.end();
       return;
     }
-    await pipe(upstream.body, res);
+    await pipe(upstream.body, res, backend.bucket);
     return;
   }
   const text = (await readCapped(upstream.body, MAX_REWRITTEN_BODY)).toString('utf8');
@@ -166,7 +170,10 @@ export async function readCapped(body: Readable | NodeJS.ReadableStream, cap: nu
 
 // Piping by hand keeps backpressure (a slow client slows the backend read)
 // and releases the backend stream when the client goes away.
-function pipe(from: Readable, to: ServerResponse): Promise<void> {
+function pipe(from: Readable, to: ServerResponse, shard: string): Promise<void> {
+  let bytes = 0;
+  from.on('data', (chunk: Buffer) => { bytes += chunk.length; });
+  to.once('close', () => channels.backendBytesReceived.publish({ shard, bytes }));
   return new Promise((resolve, reject) => {
     const onClose = () => {
       if (!to.writableFinished) from.destroy();

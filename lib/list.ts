@@ -6,6 +6,7 @@ import type { ListKind, ShardPageFetcher } from './list-merge';
 import type { S3Request } from './s3-request';
 import type { VirtualBucket } from './virtual-bucket';
 import { readCapped } from './forward';
+import { channels } from './events';
 
 const KINDS: Partial<Record<S3Request['operation'], ListKind>> = {
   ListObjects: 'v1',
@@ -20,7 +21,8 @@ const KINDS: Partial<Record<S3Request['operation'], ListKind>> = {
 export async function list(res: ServerResponse, s3: S3Request, vb: VirtualBucket, signal: AbortSignal): Promise<void> {
   const request = parseListRequest(KINDS[s3.operation]!, vb.name, s3.query);
   const fetchers: ShardPageFetcher[] = vb.backends.map((b) => async (query, shardSignal) => {
-    const r = await b.request({ method: 'GET', query: Object.entries(query), signal: shardSignal });
+    const r = await b.request({ method: 'GET', query: Object.entries(query), signal: shardSignal, operation: s3.operation });
+    channels.listPage.publish({ shard: b.bucket });
     if (r.statusCode !== 200) {
       const text = (await readCapped(r.body, 64 * 1024).catch(() => Buffer.alloc(0))).toString();
       const code = /<Code>([^<]*)<\/Code>/.exec(text)?.[1] ?? String(r.statusCode);

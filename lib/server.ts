@@ -14,17 +14,23 @@ import { list } from './list';
 import { deleteObjects } from './delete-objects';
 import { copy } from './copy';
 import { Logger } from './log';
+import { Metrics } from './metrics';
+import { Readiness } from './readiness';
+import { channels } from './events';
 
 // The request path, top to bottom: admin routes, classify the S3 request,
 // find its virtual bucket, hand it to the one handler for its operation.
 export class ShardProxy {
   readonly server: Server;
   readonly buckets: Map<string, VirtualBucket>;
+  readonly metrics = new Metrics();
+  readonly readiness: Readiness;
   private readonly pools = new Pools();
   private readonly started = new Date();
 
   constructor(readonly config: Config, readonly log: Logger = new Logger(config.logLevel)) {
     this.buckets = new Map(config.virtualBuckets.map((vb) => [vb.name, new VirtualBucket(vb, this.pools)]));
+    this.readiness = new Readiness([...this.buckets.values()].flatMap((vb) => vb.backends));
     this.server = createServer((req, res) => { void this.handle(req, res); });
   }
 
@@ -36,12 +42,15 @@ export class ShardProxy {
         resolve();
       });
     });
+    this.readiness.start();
     return this.server.address() as AddressInfo;
   }
 
   async close(): Promise<void> {
+    this.readiness.stop();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     await this.pools.close();
+    this.metrics.close();
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -50,35 +59,53 @@ export class ShardProxy {
     res.setHeader('server', 'tempo-s3-shard');
     const aborter = new AbortController();
     res.once('close', () => { if (!res.writableFinished) aborter.abort(); });
+    if (this.admin(req, res)) return;
     let s3: S3Request | undefined;
     const started = process.hrtime.bigint();
+    channels.requestStart.publish({ operation: 'unknown' });
     try {
-      if (this.admin(req, res)) return;
       s3 = parseS3Request(req, this.config.virtualHostDomains);
       await this.dispatch(req, res, s3, aborter.signal);
     } catch (err) {
       this.fail(req, res, err, s3?.resource ?? '/', requestId);
     } finally {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      const operation = s3?.operation ?? 'Invalid';
+      channels.requestEnd.publish({ operation, status: res.statusCode, seconds, shard: null });
       if (this.log.enabled('info')) {
         this.log.info('request', {
-          operation: s3?.operation ?? null,
-          bucket: s3?.bucket ?? null,
-          status: res.statusCode,
-          duration_ms: Number(process.hrtime.bigint() - started) / 1e6,
-          request_id: requestId,
+          operation, bucket: s3?.bucket ?? null, status: res.statusCode,
+          duration_ms: Math.round(seconds * 1e6) / 1e3, request_id: requestId,
         });
       }
     }
   }
 
+  // Admin paths share the port with S3; a virtual bucket may never be named
+  // like them (config refuses it), so they are never confused.
   private admin(req: IncomingMessage, res: ServerResponse): boolean {
     const path = (req.url ?? '/').split('?')[0];
-    if (path === '/healthz') {
-      res.writeHead(200, { 'content-type': 'text/plain' });
-      res.end('ok\n');
-      return true;
+    const text = (status: number, body: string, type = 'text/plain; charset=utf-8') => {
+      res.writeHead(status, { 'content-type': type, 'content-length': String(Buffer.byteLength(body)) });
+      res.end(body);
+    };
+    switch (path) {
+      case '/healthz':
+        text(200, 'ok\n');
+        return true;
+      case '/readyz': {
+        const failing = this.readiness.current().filter((s) => !s.ok);
+        text(failing.length ? 503 : 200, failing.length
+          ? failing.map((s) => `not ready: shard ${s.bucket} at ${s.endpoint}: ${s.detail}`).join('\n') + '\n'
+          : 'ready\n');
+        return true;
+      }
+      case '/metrics':
+        text(200, this.metrics.render(), 'text/plain; version=0.0.4; charset=utf-8');
+        return true;
+      default:
+        return false;
     }
-    return false;
   }
 
   private async dispatch(req: IncomingMessage, res: ServerResponse, s3: S3Request, signal: AbortSignal): Promise<void> {
