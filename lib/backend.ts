@@ -1,7 +1,7 @@
 import { Pool, errors as undiciErrors } from 'undici';
 import type { Dispatcher } from 'undici';
 import type { Readable } from 'node:stream';
-import type { ShardConfig } from './config';
+import type { Limits, ShardConfig } from './config';
 import { S3Error, isS3Error } from './errors';
 import { encodePath, encodeQuery, sign } from './sigv4';
 import { channels } from './events';
@@ -34,6 +34,10 @@ export const DEFAULT_POOL_OPTIONS: PoolOptions = {
   headersTimeout: 120_000,
   bodyTimeout: 60_000,
 };
+
+export function poolOptions(limits: Limits): PoolOptions {
+  return { ...DEFAULT_POOL_OPTIONS, headersTimeout: limits.backendTimeoutMs, bodyTimeout: limits.backendIdleTimeoutMs };
+}
 
 // One undici pool per origin, shared by every shard bucket that lives there.
 export class Pools {
@@ -106,16 +110,25 @@ export class Backend {
       payloadHash: r.payloadHash ?? (hasBody ? 'UNSIGNED-PAYLOAD' : EMPTY_SHA256),
       credentials: this.shard.credentials,
     });
+    const send = () => this.pools.get(this.origin).request({
+      method: r.method as Dispatcher.HttpMethod,
+      path,
+      headers,
+      body: r.body ?? null,
+      signal: r.signal,
+    });
     let response: Dispatcher.ResponseData;
     try {
-      response = await this.pools.get(this.origin).request({
-        method: r.method as Dispatcher.HttpMethod,
-        path,
-        headers,
-        body: r.body ?? null,
-        signal: r.signal,
+      response = await send().catch((err) => {
+        // A request without a body that never got an answer can be sent
+        // again: nothing reached the client yet, and GET/HEAD change nothing.
+        if (!IDEMPOTENT.has(r.method) || hasBody || r.signal?.aborted || !RETRYABLE.has(failureKind(err))) throw err;
+        channels.backendFailure.publish({ shard: this.bucket, kind: failureKind(err) });
+        return send();
       });
     } catch (err) {
+      // The client went away and took its request with it: not a backend fault.
+      if (r.signal?.aborted) throw err;
       const failure = backendFailure(err, this.bucket);
       if (failure instanceof S3Error && failure.code === 'ServiceUnavailable') {
         channels.backendFailure.publish({ shard: this.bucket, kind: failureKind(err) });
@@ -130,8 +143,11 @@ export class Backend {
   }
 }
 
+const IDEMPOTENT = new Set(['GET', 'HEAD']);
+const RETRYABLE = new Set(['connect', 'reset']);
+
 function failureKind(err: unknown): string {
-  const code = (err as { code?: string }).code ?? '';
+  const code = String((err as { code?: unknown }).code ?? '');
   if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EHOSTUNREACH') return 'connect';
   if (code.includes('TIMEOUT') || code === 'ETIMEDOUT') return 'timeout';
   if (code === 'ECONNRESET' || code === 'UND_ERR_SOCKET' || code === 'EPIPE') return 'reset';

@@ -27,6 +27,16 @@ export interface Config {
   virtualBuckets: VirtualBucketConfig[];
   clients: Credentials[];
   allowAnonymous: boolean;
+  limits: Limits;
+}
+// Every wait is bounded, so a stalled peer costs a socket for a while, never
+// memory or a hung request.
+export interface Limits {
+  backendTimeoutMs: number;      // to a backend's response headers
+  backendIdleTimeoutMs: number;  // between two reads of a backend body
+  clientIdleTimeoutMs: number;   // a client connection that moves no byte
+  maxConnections: number;        // concurrent client connections
+  shutdownGraceMs: number;       // in-flight requests finishing after SIGTERM
 }
 
 export class ConfigError extends Error {
@@ -47,6 +57,8 @@ const TOP_KEYS = [
   'listen_addr', 'endpoint', 'access_key_id', 'secret_access_key', 'access_key_id_file', 'secret_access_key_file',
   'use_ssl', 'region', 'buckets', 'log_level', 'virtual_bucket', 'shards', 'create_buckets', 'virtual_buckets',
   'hash_prefix', 'virtual_host_domains', 'force_path_style', 'clients', 'allow_anonymous',
+  'backend_timeout_seconds', 'backend_idle_timeout_seconds', 'client_idle_timeout_seconds', 'max_connections',
+  'shutdown_grace_seconds',
 ];
 const SHARD_KEYS = [
   'bucket', 'endpoint', 'region', 'access_key_id', 'secret_access_key', 'access_key_id_file', 'secret_access_key_file',
@@ -172,6 +184,11 @@ class Fields {
     const v = this.obj[key];
     if (v !== undefined && typeof v !== 'string') this.fail(this.at(key), 'must be a string');
     return v as string | undefined;
+  }
+  positive(key: string): number | undefined {
+    const v = this.obj[key];
+    if (v !== undefined && (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v))) this.fail(this.at(key), 'must be a positive number');
+    return v as number | undefined;
   }
   bool(key: string): boolean | undefined {
     const v = this.obj[key];
@@ -332,6 +349,13 @@ function normalise({ raw, source, baseDir, origins }: Sources): Config {
     virtualBuckets,
     clients,
     allowAnonymous,
+    limits: {
+      backendTimeoutMs: (top.positive('backend_timeout_seconds') ?? 120) * 1000,
+      backendIdleTimeoutMs: (top.positive('backend_idle_timeout_seconds') ?? 60) * 1000,
+      clientIdleTimeoutMs: (top.positive('client_idle_timeout_seconds') ?? 120) * 1000,
+      maxConnections: Math.floor(top.positive('max_connections') ?? 4096),
+      shutdownGraceMs: (top.positive('shutdown_grace_seconds') ?? 25) * 1000,
+    },
   };
 }
 

@@ -3,7 +3,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
 import type { Config } from './config';
-import { Pools } from './backend';
+import { Pools, poolOptions } from './backend';
 import { S3Error, errorXml, isS3Error } from './errors';
 import { parseS3Request } from './s3-request';
 import type { S3Request } from './s3-request';
@@ -25,13 +25,21 @@ export class ShardProxy {
   readonly buckets: Map<string, VirtualBucket>;
   readonly metrics = new Metrics();
   readonly readiness: Readiness;
-  private readonly pools = new Pools();
+  private readonly pools: Pools;
   private readonly started = new Date();
 
   constructor(readonly config: Config, readonly log: Logger = new Logger(config.logLevel)) {
+    this.pools = new Pools(poolOptions(config.limits));
     this.buckets = new Map(config.virtualBuckets.map((vb) => [vb.name, new VirtualBucket(vb, this.pools)]));
     this.readiness = new Readiness([...this.buckets.values()].flatMap((vb) => vb.backends));
     this.server = createServer((req, res) => { void this.handle(req, res); });
+    const { limits } = config;
+    // Uploads of any size may take as long as they keep moving; a connection
+    // that moves nothing for the idle timeout is dropped.
+    this.server.requestTimeout = 0;
+    this.server.headersTimeout = Math.min(60_000, limits.clientIdleTimeoutMs);
+    this.server.setTimeout(limits.clientIdleTimeoutMs, (socket) => socket.destroy());
+    this.server.maxConnections = limits.maxConnections;
   }
 
   async listen(port = this.config.listen.port, host = this.config.listen.host): Promise<AddressInfo> {
@@ -46,9 +54,14 @@ export class ShardProxy {
     return this.server.address() as AddressInfo;
   }
 
-  async close(): Promise<void> {
+  /** Stops accepting, lets in-flight requests finish for up to `graceMs`, then cuts what is left. */
+  async close(graceMs = this.config.limits.shutdownGraceMs): Promise<void> {
     this.readiness.stop();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeIdleConnections();
+    const timer = setTimeout(() => this.server.closeAllConnections(), graceMs);
+    await closed;
+    clearTimeout(timer);
     await this.pools.close();
     this.metrics.close();
   }
@@ -142,6 +155,8 @@ export class ShardProxy {
   }
 
   private fail(req: IncomingMessage, res: ServerResponse, err: unknown, resource: string, requestId: string): void {
+    // Nobody is left to answer.
+    if (res.destroyed) return;
     const s3err = isS3Error(err) ? err : new S3Error('InternalError');
     if (!isS3Error(err) || s3err.status >= 500) {
       this.log.error('request failed', { code: s3err.code, error: String((err as Error)?.message ?? err) });

@@ -81,6 +81,7 @@ t.test('the original tool example config', async (t) => {
     virtualBuckets: [{ name: 'proxy-bucket', hashPrefix: '', shards: [shard('tempo-shard1'), shard('tempo-shard2'), shard('tempo-shard3')] }],
     clients: [],
     allowAnonymous: true,
+    limits: { backendTimeoutMs: 120_000, backendIdleTimeoutMs: 60_000, clientIdleTimeoutMs: 120_000, maxConnections: 4096, shutdownGraceMs: 25_000 },
   });
 });
 
@@ -246,6 +247,15 @@ t.test('*_file fields in the config file', async (t) => {
   expectError(t, () => loadConfig({ file: emptySecret, env: {} }), { file: emptySecret, field: 'secret_access_key_file' }, /empty file/);
   const shardFile = writeConfig({ ...base, buckets: undefined, shards: [{ bucket: 'aaa', access_key_id_file: unreadable }] });
   expectError(t, () => loadConfig({ file: shardFile, env: {} }), { file: unreadable, field: 'shards[0].access_key_id_file' });
+});
+
+t.test('limits', async (t) => {
+  const c = load({ ...base, backend_timeout_seconds: 2, backend_idle_timeout_seconds: 0.5, client_idle_timeout_seconds: 30, max_connections: 100, shutdown_grace_seconds: 5 });
+  t.same(c.limits, { backendTimeoutMs: 2000, backendIdleTimeoutMs: 500, clientIdleTimeoutMs: 30_000, maxConnections: 100, shutdownGraceMs: 5000 });
+  for (const bad of [0, -1, '5', null]) {
+    const file = writeConfig({ ...base, backend_timeout_seconds: bad });
+    expectError(t, () => loadConfig({ file, env: {} }), { file, field: 'backend_timeout_seconds' }, /positive number/);
+  }
 });
 
 t.test('shards inherit what they do not set', async (t) => {
