@@ -4,6 +4,7 @@ import sax from 'sax';
 import { S3Error, xmlEscape } from './errors';
 import type { Backend } from './backend';
 import type { VirtualBucket } from './virtual-bucket';
+import type { S3Request } from './s3-request';
 import { readCapped, requestPayload } from './forward';
 import { checksumAlgorithmFromHeader, createChecksum } from './checksums';
 import type { ChecksumAlgorithm } from './checksums';
@@ -78,9 +79,9 @@ function parseDeleteResult(xml: string): ResultEntry[] {
   return entries;
 }
 
-export async function deleteObjects(req: IncomingMessage, res: ServerResponse, vb: VirtualBucket,
+export async function deleteObjects(req: IncomingMessage, res: ServerResponse, s3: S3Request, vb: VirtualBucket,
   signal: AbortSignal): Promise<void> {
-  const payload = await requestPayload(req);
+  const payload = await requestPayload(req, s3.auth?.chunk);
   if (!payload.body) throw new S3Error('MalformedXML');
   if (payload.length > MAX_BODY) throw new S3Error('EntityTooLarge');
   const raw = await readCapped(payload.body, MAX_BODY);

@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { AwsChunkedDecoder, streamingKind } from './aws-chunked';
+import type { ChunkSignatureContext } from './aws-chunked';
 import type { Backend, BackendRequest } from './backend';
 import { S3Error } from './errors';
 import type { S3Request } from './s3-request';
@@ -61,14 +62,14 @@ export function header(req: IncomingMessage, name: string): string | undefined {
 
 // How the client framed its body, read from `x-amz-content-sha256` (minio-go
 // before v7.3 sends aws-chunked bodies without `Content-Encoding`).
-export async function requestPayload(req: IncomingMessage): Promise<Payload> {
+export async function requestPayload(req: IncomingMessage, verify?: ChunkSignatureContext): Promise<Payload> {
   const sha = header(req, 'x-amz-content-sha256');
   const kind = streamingKind(sha);
   if (kind) {
     const decoded = header(req, 'x-amz-decoded-content-length');
     if (decoded === undefined || !/^\d+$/.test(decoded)) throw new S3Error('MissingContentLength');
     const length = Number(decoded);
-    const decoder = new AwsChunkedDecoder({ kind, decodedLength: length, trailer: header(req, 'x-amz-trailer') });
+    const decoder = new AwsChunkedDecoder({ kind, decodedLength: length, trailer: header(req, 'x-amz-trailer'), verify });
     req.on('error', (err) => decoder.destroy(err));
     req.pipe(decoder);
     if (length === 0) {
@@ -97,7 +98,7 @@ export async function backendRequest(req: IncomingMessage, s3: S3Request, signal
   const headers = forwardHeaders(req.headers);
   const out: BackendRequest = { method: s3.method, key: s3.key, query: forwardQuery(s3.query), headers, signal, operation: s3.operation };
   if (BODY_METHODS.has(s3.method)) {
-    const payload = await requestPayload(req);
+    const payload = await requestPayload(req, s3.auth?.chunk);
     headers['content-length'] = String(payload.length);
     out.body = payload.body;
     out.payloadHash = payload.hash;

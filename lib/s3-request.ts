@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { S3Error } from './errors';
+import type { AuthResult } from './auth';
 
 // What a client asked for, worked out once from the raw request so every
 // handler sees the same bucket, key and operation.
@@ -22,6 +23,8 @@ export interface S3Request {
   operation: Operation;
   /** The path as the client addressed the resource, for error bodies. */
   resource: string;
+  /** Set once the client's signature checked out, when clients are configured. */
+  auth?: AuthResult;
 }
 
 // Query parameters that only shape or authenticate a request: they are not

@@ -17,6 +17,7 @@ import { Logger } from './log';
 import { Metrics } from './metrics';
 import { Readiness } from './readiness';
 import { channels } from './events';
+import { Authenticator } from './auth';
 
 // The request path, top to bottom: admin routes, classify the S3 request,
 // find its virtual bucket, hand it to the one handler for its operation.
@@ -25,11 +26,20 @@ export class ShardProxy {
   readonly buckets: Map<string, VirtualBucket>;
   readonly metrics = new Metrics();
   readonly readiness: Readiness;
+  // Absent when no clients are configured: then the proxy serves anyone, as
+  // the original tool did, and says so at start-up.
+  private readonly authenticator: Authenticator | undefined;
   private readonly pools: Pools;
   private readonly started = new Date();
 
   constructor(readonly config: Config, readonly log: Logger = new Logger(config.logLevel)) {
     this.pools = new Pools(poolOptions(config.limits));
+    this.authenticator = config.clients.length === 0 ? undefined : new Authenticator({
+      clients: config.clients,
+      // minio-go signs its bucket-location lookup for us-east-1.
+      regions: [...new Set([config.region, 'us-east-1'])],
+      allowAnonymous: config.allowAnonymous,
+    });
     this.buckets = new Map(config.virtualBuckets.map((vb) => [vb.name, new VirtualBucket(vb, this.pools)]));
     this.readiness = new Readiness([...this.buckets.values()].flatMap((vb) => vb.backends));
     this.server = createServer((req, res) => { void this.handle(req, res); });
@@ -78,6 +88,7 @@ export class ShardProxy {
     channels.requestStart.publish({ operation: 'unknown' });
     try {
       s3 = parseS3Request(req, this.config.virtualHostDomains);
+      if (this.authenticator) s3.auth = this.authenticator.authenticate({ method: s3.method, url: req.url ?? '/', headers: req.headers });
       await this.dispatch(req, res, s3, aborter.signal);
     } catch (err) {
       this.fail(req, res, err, s3?.resource ?? '/', requestId);
@@ -143,7 +154,7 @@ export class ShardProxy {
         await list(res, s3, vb, signal);
         return;
       case 'DeleteObjects':
-        await deleteObjects(req, res, vb, signal);
+        await deleteObjects(req, res, s3, vb, signal);
         return;
       case 'CopyObject':
       case 'UploadPartCopy':

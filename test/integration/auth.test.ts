@@ -1,0 +1,110 @@
+import t from 'tap';
+import type { Test } from 'tap';
+import { createHmac, createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { request } from 'undici';
+import aws4 from 'aws4';
+import { S3Client, PutObjectCommand, GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { startStack } from '../helpers/stack';
+import { python } from '../helpers/python';
+import { run } from '../helpers/run';
+
+// With clients configured, nothing unauthenticated reaches a backend.
+// Good cases are signed by the SDKs themselves; bad ones are crafted.
+
+const CLIENT = { accessKeyId: 'tempo-client', secretAccessKey: 'tempo-client-secret-0123456789' };
+const Bucket = 'proxy-bucket';
+
+t.test('client authentication', async (t) => {
+  const stack = await startStack(t, { extra: { clients: [{ access_key_id: CLIENT.accessKeyId, secret_access_key: CLIENT.secretAccessKey }] } });
+  const s3 = new S3Client({ endpoint: stack.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: CLIENT });
+  t.teardown(() => s3.destroy());
+
+  const backendRequests = async () => {
+    const text = await request(`${stack.endpoint}/metrics`).then((r) => r.body.text());
+    return [...text.matchAll(/^tempo_s3_shard_backend_requests_total\{shard="[^"]+",operation="([^"]+)",status="[^"]+"\} (\d+)$/gm)]
+      .filter((m) => m[1] !== 'HeadBucket').reduce((sum, m) => sum + Number(m[2]), 0);
+  };
+
+  await t.test('SDK-signed requests pass: aws-sdk-js, presigned URLs, boto3', async (t) => {
+    await s3.send(new PutObjectCommand({ Bucket, Key: 'tenant/auth/ok', Body: 'signed' }));
+    const got = await s3.send(new GetObjectCommand({ Bucket, Key: 'tenant/auth/ok' }));
+    t.equal(await got.Body!.transformToString(), 'signed');
+    const listed = await s3.send(new ListObjectsV2Command({ Bucket, Prefix: 'tenant/' }));
+    t.same(listed.Contents?.map((c) => c.Key), ['tenant/auth/ok']);
+    const url = await getSignedUrl(s3, new GetObjectCommand({ Bucket, Key: 'tenant/auth/ok' }), { expiresIn: 60 });
+    const presigned = await request(url);
+    t.equal(presigned.statusCode, 200);
+    t.equal(await presigned.body.text(), 'signed');
+    const boto = await run(python(), [join(__dirname, '..', 'clients', 'boto3_objects.py'), stack.endpoint, CLIENT.accessKeyId, CLIENT.secretAccessKey]);
+    t.equal(boto.status, 0, 'the boto3 round trips pass with the client key: ' + boto.stderr.slice(-500));
+  });
+
+  const before = await backendRequests();
+  const expectRefused = async (t: Test, name: string, r: { statusCode: number; body: { text(): Promise<string> } }, status: number, code: string) => {
+    const text = await r.body.text();
+    t.equal(r.statusCode, status, `${name}: ${status}`);
+    t.match(text, `<Code>${code}</Code>`, `${name}: ${code}`);
+  };
+
+  await t.test('crafted bad requests are refused with S3 errors', async (t) => {
+    const url = `${stack.endpoint}/${Bucket}/tenant/auth/ok`;
+    await expectRefused(t, 'anonymous', await request(url), 403, 'AccessDenied');
+
+    const sign = (creds: typeof CLIENT, extra: Record<string, string> = {}, region = 'us-east-1') => aws4.sign({
+      service: 's3', region, method: 'GET', host: new URL(stack.endpoint).host, path: `/${Bucket}/tenant/auth/ok`,
+      headers: { 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD', ...extra },
+    }, creds).headers as Record<string, string>;
+    await expectRefused(t, 'unknown key', await request(url, { headers: sign({ ...CLIENT, accessKeyId: 'nobody' }) }), 403, 'InvalidAccessKeyId');
+    await expectRefused(t, 'wrong secret', await request(url, { headers: sign({ ...CLIENT, secretAccessKey: 'wrong' }) }), 403, 'SignatureDoesNotMatch');
+    const tampered = sign(CLIENT);
+    await expectRefused(t, 'tampered path', await request(`${stack.endpoint}/${Bucket}/tenant/auth/other`, { headers: tampered }), 403, 'SignatureDoesNotMatch');
+    const old = new Date(Date.now() - 20 * 60_000).toISOString().replace(/[:-]|\.\d{3}/g, '');
+    await expectRefused(t, 'skewed clock', await request(url, { headers: sign(CLIENT, { 'x-amz-date': old }) }), 403, 'RequestTimeTooSkewed');
+    await expectRefused(t, 'foreign region', await request(url, { headers: sign(CLIENT, {}, 'eu-central-1') }), 400, 'AuthorizationHeaderMalformed');
+    const expired = await getSignedUrl(s3, new GetObjectCommand({ Bucket, Key: 'tenant/auth/ok' }), { expiresIn: 1 });
+    await new Promise((r) => setTimeout(r, 2100));
+    await expectRefused(t, 'expired presigned URL', await request(expired), 403, 'AccessDenied');
+    const head = await request(url, { method: 'HEAD', headers: sign({ ...CLIENT, secretAccessKey: 'wrong' }) });
+    t.equal(head.statusCode, 403, 'HEAD refused');
+    t.equal(await head.body.text(), '', 'HEAD errors carry no body');
+  });
+
+  await t.test('a bad chunk signature aborts the upload: nothing stored', async (t) => {
+    const data = Buffer.alloc(100_000, 1);
+    const host = new URL(stack.endpoint).host;
+    const path = `/${Bucket}/tenant/auth/chunked`;
+    const signed = aws4.sign({
+      service: 's3', region: 'us-east-1', method: 'PUT', host, path,
+      headers: {
+        'x-amz-content-sha256': 'STREAMING-AWS4-HMAC-SHA256-PAYLOAD',
+        'x-amz-decoded-content-length': String(data.length),
+        'content-encoding': 'aws-chunked',
+      },
+    }, CLIENT).headers as Record<string, string>;
+    const amzDate = signed['X-Amz-Date'];
+    const scope = `${amzDate.slice(0, 8)}/us-east-1/s3/aws4_request`;
+    const seed = /Signature=([0-9a-f]{64})/.exec(signed.Authorization)![1];
+    const key = ['us-east-1', 's3', 'aws4_request'].reduce((k, part) => createHmac('sha256', k).update(part).digest(),
+      createHmac('sha256', 'AWS4' + CLIENT.secretAccessKey).update(amzDate.slice(0, 8)).digest());
+    const empty = createHash('sha256').update('').digest('hex');
+    let prev = seed;
+    const frames: Buffer[] = [];
+    for (const chunk of [data.subarray(0, 65536), data.subarray(65536), Buffer.alloc(0)]) {
+      let sig = createHmac('sha256', key).update(['AWS4-HMAC-SHA256-PAYLOAD', amzDate, scope, prev, empty,
+        createHash('sha256').update(chunk).digest('hex')].join('\n')).digest('hex');
+      if (chunk.length && chunk.length < 65536) sig = sig.replace(/^./, (c) => (c === '0' ? '1' : '0'));
+      prev = sig;
+      frames.push(Buffer.from(`${chunk.length.toString(16)};chunk-signature=${sig}\r\n`), chunk, Buffer.from('\r\n'));
+    }
+    const body = Buffer.concat(frames);
+    const r = await request(`${stack.endpoint}${path}`, { method: 'PUT', headers: { ...signed, 'content-length': String(body.length) }, body });
+    await expectRefused(t, 'bad second chunk', r, 403, 'SignatureDoesNotMatch');
+    const contents = await stack.shardContents();
+    t.notOk([...contents.values()].flat().includes('tenant/auth/chunked'), 'no object was stored');
+  });
+
+  const after = await backendRequests();
+  t.equal(after - before, 0, 'no rejected request got an answer from a backend');
+});
