@@ -5,6 +5,8 @@ import { ConfigError, loadConfig } from './config';
 import type { Config } from './config';
 import { Ring } from './ring';
 import { ShardProxy } from './server';
+import { Backend, Pools, poolOptions } from './backend';
+import { prepareShard } from './shard-buckets';
 
 export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
 
@@ -12,6 +14,9 @@ const USAGE = `Usage:
   tempo-s3-shard [serve] --config FILE     run the proxy
   tempo-s3-shard locate --config FILE KEY...
                                            print each key and the backend bucket it lives in
+  tempo-s3-shard check --config FILE [--no-create]
+                                           reach every shard bucket, create missing ones
+                                           (unless --no-create), print a table of their state
   tempo-s3-shard --help | --version
 
 Configuration comes from FILE and the S3_* environment variables (see README).
@@ -33,6 +38,7 @@ export async function main(argv: string[]): Promise<number> {
         config: { type: 'string', short: 'c' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
+        'no-create': { type: 'boolean' },
       },
     });
   } catch (err) {
@@ -64,6 +70,8 @@ export async function main(argv: string[]): Promise<number> {
       return serve(config);
     case 'locate':
       return locate(config, rest);
+    case 'check':
+      return check(config, !values['no-create']);
     default:
       process.stderr.write(`unknown command: ${command}\n${USAGE}\n`);
       return EXIT.usage;
@@ -87,6 +95,26 @@ function locate(config: Config, keys: string[]): number {
     process.stdout.write(`${key}\t${ring.locate(k, vb.hashPrefix)}\n`);
   }
   return EXIT.ok;
+}
+
+async function check(config: Config, create: boolean): Promise<number> {
+  const pools = new Pools(poolOptions(config.limits));
+  const rows: string[][] = [['VIRTUAL BUCKET', 'SHARD BUCKET', 'ENDPOINT', 'STATE', 'DETAIL']];
+  let ok = true;
+  try {
+    for (const vb of config.virtualBuckets) {
+      const reports = await Promise.all(vb.shards.map((s) => prepareShard(new Backend(s, pools), { create, waitMs: 0 })));
+      for (const r of reports) {
+        ok &&= r.state === 'ok' || r.state === 'created';
+        rows.push([vb.name, r.bucket, r.endpoint, r.state, r.detail]);
+      }
+    }
+  } finally {
+    await pools.close();
+  }
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  for (const r of rows) process.stdout.write(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ') + '\n');
+  return ok ? EXIT.ok : EXIT.failure;
 }
 
 async function serve(config: Config): Promise<number> {

@@ -1,7 +1,7 @@
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { Config } from './config';
 import { Pools, poolOptions } from './backend';
 import { S3Error, errorXml, isS3Error } from './errors';
@@ -18,6 +18,7 @@ import { Metrics } from './metrics';
 import { Readiness } from './readiness';
 import { channels } from './events';
 import { Authenticator } from './auth';
+import { prepareShard } from './shard-buckets';
 
 // The request path, top to bottom: admin routes, classify the S3 request,
 // find its virtual bucket, hand it to the one handler for its operation.
@@ -192,34 +193,16 @@ export class ShardProxy {
     res.end(body);
   }
 
-  /** Creates the shard buckets that do not exist yet (the original tool did this at start-up). */
-  async ensureBuckets(): Promise<void> {
-    for (const vb of this.buckets.values()) {
-      await Promise.all(vb.backends.map(async (b) => {
-        const head = await b.request({ method: 'HEAD' });
-        await head.body.dump();
-        if (head.statusCode === 200) return;
-        if (head.statusCode !== 404) {
-          throw new S3Error('ServiceUnavailable', `shard bucket ${b.bucket}: HEAD answered ${head.statusCode}`);
-        }
-        const body = b.shard.region === 'us-east-1' ? null
-          : `<CreateBucketConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><LocationConstraint>${b.shard.region}</LocationConstraint></CreateBucketConfiguration>`;
-        const put = await b.request({
-          method: 'PUT',
-          body,
-          headers: body ? { 'content-length': String(Buffer.byteLength(body)) } : {},
-          payloadHash: body ? sha256Hex(body) : undefined,
-        });
-        const text = await put.body.text();
-        if (put.statusCode !== 200 && !text.includes('BucketAlreadyOwnedByYou')) {
-          throw new S3Error('ServiceUnavailable', `shard bucket ${b.bucket}: create answered ${put.statusCode}`);
-        }
-        this.log.info('created shard bucket', { virtual_bucket: vb.name, bucket: b.bucket });
-      }));
+  /** Reaches every shard bucket and creates the missing ones (the original tool did this at start-up). */
+  async ensureBuckets(waitMs = 30_000): Promise<void> {
+    const backends = [...this.buckets.values()].flatMap((vb) => vb.backends);
+    const reports = await Promise.all(backends.map((b) => prepareShard(b, { create: true, waitMs })));
+    for (const r of reports) {
+      if (r.state === 'created') this.log.info('created shard bucket', { bucket: r.bucket, endpoint: r.endpoint });
+    }
+    const failed = reports.filter((r) => r.state !== 'ok' && r.state !== 'created');
+    if (failed.length) {
+      throw new S3Error('ServiceUnavailable', failed.map((r) => `shard bucket ${r.bucket} at ${r.endpoint}: ${r.detail}`).join('; '));
     }
   }
-}
-
-function sha256Hex(s: string): string {
-  return createHash('sha256').update(s).digest('hex');
 }
