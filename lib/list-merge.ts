@@ -382,10 +382,25 @@ class ShardCursor {
       const page = await readPage(await this.fetchPage(query, this.controller.signal), this.kind);
       this.entries = page.entries;
       this.pos = 0;
-      this.next = page.next;
+      this.next = page.next && this.resumeAfter(page, query);
     } finally {
       this.inFlight = false;
     }
+  }
+
+  // A page that ends on a common prefix resumes after everything under it:
+  // MinIO's own token would walk that prefix key by key, and with some
+  // delimiters hands back the same token forever. A token that comes back
+  // unchanged on an empty page is a backend going round in circles.
+  private resumeAfter(page: Page, query: Record<string, string>): Record<string, string> {
+    const last = page.entries[page.entries.length - 1];
+    if ((this.kind === 'v1' || this.kind === 'v2') && last?.element === 'CommonPrefixes') {
+      return { 'start-after': last.name + '\u{10FFFF}' };
+    }
+    if (!last && page.next!['continuation-token'] !== undefined && page.next!['continuation-token'] === query['continuation-token']) {
+      throw new S3Error('BadGateway', 'A shard answered a listing page that makes no progress.');
+    }
+    return page.next!;
   }
 
   /** Releases the backend request still open, if any. */
