@@ -796,6 +796,41 @@ t.test('a backend answer that is not a listing is BadGateway; a broken body is S
   t.match(err, { code: 'ServiceUnavailable' });
 });
 
+t.test('a shard that hands back the same token on empty pages is BadGateway, not an endless loop', async (t) => {
+  let calls = 0;
+  const stuck: ShardPageFetcher = async () => {
+    calls++;
+    return Readable.from([Buffer.from('<ListBucketResult><EncodingType>url</EncodingType><IsTruncated>true</IsTruncated>' +
+      '<NextContinuationToken>same</NextContinuationToken></ListBucketResult>')]);
+  };
+  const req = parseListRequest('v2', BUCKET, new URLSearchParams({ 'list-type': '2' }));
+  const err = await rejection((async () => {
+    for await (const _ of mergeListing(req, [stuck], new AbortController().signal)) { /* drain */ }
+  })());
+  t.match(err, { code: 'BadGateway' });
+  t.equal(calls, 2, 'gave up on the first repeat');
+});
+
+t.test('a page ending on a common prefix resumes after everything under it', async (t) => {
+  const queries: Record<string, string>[] = [];
+  const pages = [
+    '<ListBucketResult><EncodingType>url</EncodingType><IsTruncated>true</IsTruncated><NextContinuationToken>tok</NextContinuationToken>' +
+      '<Contents><Key>a</Key></Contents><CommonPrefixes><Prefix>b/</Prefix></CommonPrefixes></ListBucketResult>',
+    '<ListBucketResult><EncodingType>url</EncodingType><IsTruncated>false</IsTruncated><Contents><Key>c</Key></Contents></ListBucketResult>',
+  ];
+  const shard: ShardPageFetcher = async (q) => {
+    queries.push(q);
+    return Readable.from([Buffer.from(pages[queries.length - 1])]);
+  };
+  const req = parseListRequest('v2', BUCKET, new URLSearchParams({ 'list-type': '2', delimiter: '/' }));
+  let xml = '';
+  for await (const piece of mergeListing(req, [shard], new AbortController().signal)) xml += piece;
+  t.equal(queries.length, 2);
+  t.equal(queries[1]['start-after'], 'b/\u{10FFFF}', 'start-after skips the prefix');
+  t.notOk('continuation-token' in queries[1], 'rather than the backend token that walks it');
+  t.match(xml, /<Key>a<\/Key>.*<Key>c<\/Key>/s);
+});
+
 t.test('continuation tokens: round trip, and anything else is InvalidArgument', async (t) => {
   const rng = new Rng(12);
   for (let i = 0; i < 200; i++) {
