@@ -1,4 +1,6 @@
 import { parseArgs } from 'node:util';
+import cluster from 'node:cluster';
+import { availableParallelism } from 'node:os';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, loadConfig } from './config';
@@ -7,11 +9,15 @@ import { Ring } from './ring';
 import { ShardProxy } from './server';
 import { Backend, Pools, poolOptions } from './backend';
 import { prepareShard } from './shard-buckets';
+import { Logger } from './log';
+import { runPrimary } from './workers';
 
 export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
 
 const USAGE = `Usage:
-  tempo-s3-shard [serve] --config FILE     run the proxy
+  tempo-s3-shard [serve] --config FILE [--workers N]
+                                           run the proxy (N processes on one port;
+                                           default one per core)
   tempo-s3-shard locate --config FILE KEY...
                                            print each key and the backend bucket it lives in
   tempo-s3-shard check --config FILE [--no-create]
@@ -39,6 +45,7 @@ export async function main(argv: string[]): Promise<number> {
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
         'no-create': { type: 'boolean' },
+        workers: { type: 'string', short: 'w' },
       },
     });
   } catch (err) {
@@ -66,8 +73,14 @@ export async function main(argv: string[]): Promise<number> {
     throw err;
   }
   switch (command) {
-    case 'serve':
-      return serve(config);
+    case 'serve': {
+      const workers = values.workers === undefined ? availableParallelism() : Number(values.workers);
+      if (!Number.isInteger(workers) || workers < 1) {
+        process.stderr.write(`--workers must be a positive integer\n${USAGE}\n`);
+        return EXIT.usage;
+      }
+      return serve(config, workers);
+    }
     case 'locate':
       return locate(config, rest);
     case 'check':
@@ -117,31 +130,44 @@ async function check(config: Config, create: boolean): Promise<number> {
   return ok ? EXIT.ok : EXIT.failure;
 }
 
-async function serve(config: Config): Promise<number> {
-  const proxy = new ShardProxy(config);
-  if (config.createBuckets) {
-    try {
-      await proxy.ensureBuckets();
-    } catch (err) {
-      proxy.log.error('cannot prepare the shard buckets', { error: (err as Error).message });
-      await proxy.close().catch(() => {});
-      return EXIT.failure;
+async function serve(config: Config, workers: number): Promise<number> {
+  const log = new Logger(config.logLevel);
+  if (cluster.isPrimary) {
+    if (config.createBuckets && !(await prepareAll(config, log))) return EXIT.failure;
+    if (config.clients.length === 0) {
+      log.warn('NO CLIENT AUTHENTICATION: anyone who reaches this port can read and delete every object');
     }
+    if (workers > 1) return runPrimary(workers, log);
   }
+  const proxy = new ShardProxy(config, log);
   const addr = await proxy.listen();
-  proxy.log.info('listening', {
-    address: addr.address, port: addr.port,
+  log.info('listening', {
+    address: addr.address, port: addr.port, pid: process.pid,
     virtual_buckets: config.virtualBuckets.map((vb) => ({ name: vb.name, shards: vb.shards.map((s) => s.bucket) })),
   });
-  if (config.clients.length === 0) {
-    proxy.log.warn('NO CLIENT AUTHENTICATION: anyone who reaches this port can read and delete every object');
-  }
   return new Promise((resolve) => {
     const stop = () => {
-      proxy.log.info('shutting down');
-      void proxy.close().then(() => resolve(EXIT.ok));
+      log.info('shutting down', { pid: process.pid });
+      void proxy.close().then(() => {
+        // The channel to the primary would keep a finished worker alive.
+        if (cluster.isWorker) process.disconnect();
+        resolve(EXIT.ok);
+      });
     };
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
   });
+}
+
+async function prepareAll(config: Config, log: Logger): Promise<boolean> {
+  const proxy = new ShardProxy(config, log);
+  try {
+    await proxy.ensureBuckets();
+    return true;
+  } catch (err) {
+    log.error('cannot prepare the shard buckets', { error: (err as Error).message });
+    return false;
+  } finally {
+    await proxy.close(0);
+  }
 }

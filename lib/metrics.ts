@@ -15,52 +15,86 @@ function labelText(labels: Labels): string {
   return parts.length ? `{${parts.join(',')}}` : '';
 }
 
-class Counter {
-  private readonly values = new Map<string, { labels: Labels; value: number }>();
-  constructor(readonly name: string, readonly help: string, readonly type: 'counter' | 'gauge' = 'counter') {}
+interface Series { labels: Labels; value: number; counts?: number[]; sum?: number }
+
+// A family keeps its series by label text, so series from other worker
+// processes (their snapshots) add up into the same lines.
+abstract class Family {
+  protected readonly series = new Map<string, Series>();
+  constructor(readonly name: string, readonly help: string, readonly type: string) {}
+
+  snapshot(): Series[] {
+    return [...this.series.values()];
+  }
+
+  render(others: Series[][]): string {
+    const merged = new Map<string, Series>();
+    for (const list of [this.snapshot(), ...others]) {
+      for (const s of list) {
+        const key = labelText(s.labels);
+        const m = merged.get(key);
+        if (!m) {
+          merged.set(key, { ...s, counts: s.counts && [...s.counts] });
+        } else {
+          m.value += s.value;
+          if (m.counts && s.counts) m.counts.forEach((_, i) => { m.counts![i] += s.counts![i]; });
+          if (m.sum !== undefined && s.sum !== undefined) m.sum += s.sum;
+        }
+      }
+    }
+    const n = PREFIX + this.name;
+    return [`# HELP ${n} ${this.help}`, `# TYPE ${n} ${this.type}`, ...[...merged.values()].flatMap((s) => this.lines(n, s))].join('\n');
+  }
+
+  protected abstract lines(name: string, s: Series): string[];
+}
+
+class Counter extends Family {
+  constructor(name: string, help: string, type: 'counter' | 'gauge' = 'counter') {
+    super(name, help, type);
+  }
 
   add(labels: Labels, n = 1): void {
     const key = labelText(labels);
-    const v = this.values.get(key);
+    const v = this.series.get(key);
     if (v) v.value += n;
-    else this.values.set(key, { labels, value: n });
+    else this.series.set(key, { labels, value: n });
   }
 
-  render(): string {
-    const lines = [`# HELP ${PREFIX}${this.name} ${this.help}`, `# TYPE ${PREFIX}${this.name} ${this.type}`];
-    for (const { labels, value } of this.values.values()) lines.push(`${PREFIX}${this.name}${labelText(labels)} ${value}`);
-    return lines.join('\n');
+  protected lines(name: string, s: Series): string[] {
+    return [`${name}${labelText(s.labels)} ${s.value}`];
   }
 }
 
-class Histogram {
-  private readonly series = new Map<string, { labels: Labels; counts: number[]; sum: number; count: number }>();
-  constructor(readonly name: string, readonly help: string) {}
+class Histogram extends Family {
+  constructor(name: string, help: string) {
+    super(name, help, 'histogram');
+  }
 
   observe(labels: Labels, value: number): void {
     const key = labelText(labels);
     let s = this.series.get(key);
     if (!s) {
-      s = { labels, counts: BUCKETS.map(() => 0), sum: 0, count: 0 };
+      s = { labels, counts: BUCKETS.map(() => 0), sum: 0, value: 0 };
       this.series.set(key, s);
     }
-    for (let i = 0; i < BUCKETS.length; i++) if (value <= BUCKETS[i]) s.counts[i]++;
-    s.sum += value;
-    s.count++;
+    for (let i = 0; i < BUCKETS.length; i++) if (value <= BUCKETS[i]) s.counts![i]++;
+    s.sum! += value;
+    s.value++;
   }
 
-  render(): string {
-    const n = PREFIX + this.name;
-    const lines = [`# HELP ${n} ${this.help}`, `# TYPE ${n} histogram`];
-    for (const s of this.series.values()) {
-      BUCKETS.forEach((le, i) => lines.push(`${n}_bucket${labelText({ ...s.labels, le: String(le) })} ${s.counts[i]}`));
-      lines.push(`${n}_bucket${labelText({ ...s.labels, le: '+Inf' })} ${s.count}`);
-      lines.push(`${n}_sum${labelText(s.labels)} ${s.sum}`);
-      lines.push(`${n}_count${labelText(s.labels)} ${s.count}`);
-    }
-    return lines.join('\n');
+  protected lines(name: string, s: Series): string[] {
+    return [
+      ...BUCKETS.map((le, i) => `${name}_bucket${labelText({ ...s.labels, le: String(le) })} ${s.counts![i]}`),
+      `${name}_bucket${labelText({ ...s.labels, le: '+Inf' })} ${s.value}`,
+      `${name}_sum${labelText(s.labels)} ${s.sum}`,
+      `${name}_count${labelText(s.labels)} ${s.value}`,
+    ];
   }
 }
+
+/** One process's metric values, as sent between cluster workers. */
+export type MetricsSnapshot = Record<string, Series[]>;
 
 const statusClass = (status: number) => `${Math.floor(status / 100)}xx`;
 
@@ -102,9 +136,18 @@ export class Metrics {
     this.unsubscribe.push(() => channel.unsubscribe(handler));
   }
 
-  render(): string {
+  private families(): Family[] {
     return [this.requests, this.duration, this.inFlight, this.backendRequests, this.bytesOut, this.bytesIn,
-      this.failures, this.written, this.pages].map((m) => m.render()).join('\n') + '\n';
+      this.failures, this.written, this.pages];
+  }
+
+  snapshot(): MetricsSnapshot {
+    return Object.fromEntries(this.families().map((f) => [f.name, f.snapshot()]));
+  }
+
+  /** This process's metrics, summed with the snapshots of the other workers. */
+  render(others: MetricsSnapshot[] = []): string {
+    return this.families().map((f) => f.render(others.map((o) => o[f.name] ?? []))).join('\n') + '\n';
   }
 
   close(): void {

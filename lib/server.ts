@@ -15,6 +15,7 @@ import { deleteObjects } from './delete-objects';
 import { copy } from './copy';
 import { Logger } from './log';
 import { Metrics } from './metrics';
+import { workerMetrics } from './workers';
 import { Readiness } from './readiness';
 import { channels } from './events';
 import { Authenticator } from './auth';
@@ -26,6 +27,7 @@ export class ShardProxy {
   readonly server: Server;
   readonly buckets: Map<string, VirtualBucket>;
   readonly metrics = new Metrics();
+  private readonly metricsText = workerMetrics(this.metrics);
   readonly readiness: Readiness;
   // Absent when no clients are configured: then the proxy serves anyone, as
   // the original tool did, and says so at start-up.
@@ -126,7 +128,7 @@ export class ShardProxy {
         return true;
       }
       case '/metrics':
-        text(200, this.metrics.render(), 'text/plain; version=0.0.4; charset=utf-8');
+        void this.metricsText().then((body) => text(200, body, 'text/plain; version=0.0.4; charset=utf-8'));
         return true;
       default:
         return false;

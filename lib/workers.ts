@@ -1,0 +1,97 @@
+import cluster from 'node:cluster';
+import type { Worker } from 'node:cluster';
+import type { Logger } from './log';
+import type { Metrics, MetricsSnapshot } from './metrics';
+
+// `--workers N`: N processes share one port (node:cluster). The primary only
+// supervises: it restarts a worker that dies, forwards SIGTERM, and relays
+// metric snapshots so that /metrics, whichever worker answers it, counts
+// every worker's requests.
+
+type Message =
+  | { t: 'metrics-request'; id: number }
+  | { t: 'metrics-collect'; id: number }
+  | { t: 'metrics-snapshot'; id: number; snapshot: MetricsSnapshot }
+  | { t: 'metrics-result'; id: number; snapshots: MetricsSnapshot[] };
+
+const COLLECT_TIMEOUT_MS = 1_000;
+
+export function runPrimary(count: number, log: Logger): Promise<number> {
+  let stopping = false;
+  // Whether each live worker got as far as listening.
+  const started = new Map<Worker, boolean>();
+  const fork = () => started.set(cluster.fork(), false);
+  cluster.on('listening', (worker) => started.set(worker, true));
+  for (let i = 0; i < count; i++) fork();
+
+  let nextId = 0;
+  cluster.on('message', (from: Worker, msg: Message) => {
+    if (msg?.t !== 'metrics-request') return;
+    const others = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && w !== from && w.isConnected());
+    const id = ++nextId;
+    const snapshots: MetricsSnapshot[] = [];
+    const finish = () => {
+      clearTimeout(timer);
+      cluster.off('message', collect);
+      if (from.isConnected()) from.send({ t: 'metrics-result', id: msg.id, snapshots } satisfies Message);
+    };
+    const collect = (_w: Worker, m: Message) => {
+      if (m?.t !== 'metrics-snapshot' || m.id !== id) return;
+      snapshots.push(m.snapshot);
+      if (snapshots.length === others.length) finish();
+    };
+    const timer = setTimeout(finish, COLLECT_TIMEOUT_MS);
+    cluster.on('message', collect);
+    if (others.length === 0) finish();
+    for (const w of others) w.send({ t: 'metrics-collect', id } satisfies Message);
+  });
+
+  return new Promise((resolve) => {
+    let failed = false;
+    cluster.on('exit', (worker, code, signal) => {
+      const listened = started.get(worker);
+      started.delete(worker);
+      if (stopping) {
+        if (started.size === 0) resolve(failed ? 1 : 0);
+        return;
+      }
+      // A worker that dies before it listens fails at start-up: restarting
+      // it in a loop helps nobody.
+      if (!listened) {
+        log.error('worker failed at start-up; stopping', { pid: worker.process.pid, code, signal });
+        failed = true;
+        stop();
+        if (started.size === 0) resolve(code || 1);
+        return;
+      }
+      log.warn('worker died; starting another', { pid: worker.process.pid, code, signal });
+      fork();
+    });
+    const stop = () => {
+      stopping = true;
+      for (const w of started.keys()) w.process.kill('SIGTERM');
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+}
+
+/** In a worker: answer the primary's snapshot requests, and gather the others' for /metrics. */
+export function workerMetrics(metrics: Metrics): () => Promise<string> {
+  if (!cluster.isWorker) return async () => metrics.render();
+  let nextId = 0;
+  const waiting = new Map<number, (s: MetricsSnapshot[]) => void>();
+  process.on('message', (msg: Message) => {
+    if (msg?.t === 'metrics-collect') process.send!({ t: 'metrics-snapshot', id: msg.id, snapshot: metrics.snapshot() } satisfies Message);
+    if (msg?.t === 'metrics-result') {
+      waiting.get(msg.id)?.(msg.snapshots);
+      waiting.delete(msg.id);
+    }
+  });
+  return () => new Promise((resolve) => {
+    const id = ++nextId;
+    const timer = setTimeout(() => { waiting.delete(id); resolve(metrics.render()); }, 2 * COLLECT_TIMEOUT_MS);
+    waiting.set(id, (snapshots) => { clearTimeout(timer); resolve(metrics.render(snapshots)); });
+    process.send!({ t: 'metrics-request', id } satisfies Message);
+  });
+}

@@ -1,0 +1,81 @@
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { request } from 'undici';
+import { get as httpGet } from 'node:http';
+import type { IncomingMessage } from 'node:http';
+import aws4 from 'aws4';
+import { startMinio, freePort, MINIO_USER, MINIO_PASSWORD } from '../helpers/minio';
+
+// The installed command with --workers: one port, several processes, a
+// worker that dies is replaced, /metrics counts every worker, and SIGTERM
+// lets in-flight transfers finish before exiting 0.
+
+const bin = join(__dirname, '..', '..', 'bin', 'tempo-s3-shard');
+const creds = { accessKeyId: MINIO_USER, secretAccessKey: MINIO_PASSWORD };
+
+t.test('workers, metrics across them, graceful SIGTERM', async (t) => {
+  const minio = await startMinio();
+  t.teardown(() => minio.stop());
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'tss-workers-'));
+  const config = join(dir, 'config.json');
+  writeFileSync(config, JSON.stringify({
+    listen_addr: `127.0.0.1:${port}`, endpoint: minio.endpoint, access_key_id: MINIO_USER, secret_access_key: MINIO_PASSWORD,
+    buckets: ['w-1', 'w-2', 'w-3'], log_level: 'info',
+  }));
+  const child = spawn(process.execPath, [bin, '--config', config, '--workers', '2'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  child.stderr.on('data', (d) => { log += d; });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  t.teardown(() => { child.kill('SIGKILL'); });
+  const base = `http://127.0.0.1:${port}`;
+  const pids = () => [...log.matchAll(/"msg":"listening".*?"pid":(\d+)/g)].map((m) => Number(m[1]));
+  for (let i = 0; i < 100 && pids().length < 2; i++) await new Promise((r) => setTimeout(r, 100));
+  t.equal(new Set(pids()).size, 2, 'two workers listen');
+
+  const s3 = async (method: 'PUT' | 'GET', key: string, body?: Buffer) => {
+    const headers: Record<string, string> = { 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' };
+    const signed = aws4.sign({ service: 's3', region: 'us-east-1', method, host: `127.0.0.1:${port}`, path: `/proxy-bucket/${key}`, headers }, creds);
+    // A fresh connection each time, so the requests spread over the workers.
+    return request(`${base}/proxy-bucket/${key}`, { method, headers: { ...(signed.headers as Record<string, string>), connection: 'close' }, body, reset: true });
+  };
+  for (let i = 0; i < 20; i++) {
+    const r = await s3('PUT', `tenant/b${i}/meta.json`, Buffer.from('x'));
+    await r.body.dump();
+    t.equal(r.statusCode, 200);
+  }
+  for (let i = 0; i < 3; i++) {
+    const text = await request(`${base}/metrics`, { reset: true }).then((r) => r.body.text());
+    t.match(text, /^tempo_s3_shard_requests_total\{operation="PutObject",status="2xx"\} 20$/m, 'every worker counted, whichever answers');
+  }
+
+  process.kill(pids()[0], 'SIGKILL');
+  for (let i = 0; i < 100 && pids().length < 3; i++) await new Promise((r) => setTimeout(r, 100));
+  t.match(log, 'worker died; starting another');
+  t.equal(pids().length, 3, 'a replacement worker listens');
+  const again = await s3('GET', 'tenant/b1/meta.json');
+  t.equal(await again.body.text(), 'x', 'still serving');
+
+  const big = randomBytes(8 * 1024 * 1024);
+  await (await s3('PUT', 'tenant/big/data', big)).body.dump();
+  // node:http for the slow reader: undici's client asserts when a paused
+  // response's socket ends, which is the client's problem, not the server's.
+  const signed = aws4.sign({ service: 's3', region: 'us-east-1', method: 'GET', host: `127.0.0.1:${port}`,
+    path: '/proxy-bucket/tenant/big/data', headers: { 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' } }, creds);
+  const download = await new Promise<IncomingMessage>((resolve, reject) =>
+    httpGet(`${base}/proxy-bucket/tenant/big/data`, { headers: signed.headers as Record<string, string> }, resolve).on('error', reject));
+  t.equal(download.statusCode, 200);
+  child.kill('SIGTERM');
+  let received = 0;
+  for await (const chunk of download) {
+    received += (chunk as Buffer).length;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  t.equal(received, big.length, 'the in-flight download finished after SIGTERM');
+  t.equal(await exited, 0, 'exit 0');
+  await t.rejects(request(`${base}/healthz`), 'no longer accepting');
+});
