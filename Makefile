@@ -51,3 +51,13 @@ bench: deps build
 
 clean:
 	rm -rf dist
+
+# Grafana Tempo, built once from source into $(TSS_CACHE)/tempo (10-20 minutes
+# on 2 cores), then run against the proxy; ends with "N passed, N failed".
+.PHONY: tempo e2e
+tempo:
+	bash test/e2e/build-tempo.sh
+
+e2e: node_modules/.package-lock.json minio build tempo
+	@set -o pipefail; npx tap --disable-coverage --reporter=tap --timeout=1800 test/e2e/tempo.e2e.ts 2>&1 | tee $(TSS_CACHE)/last-e2e.log; status=$$?; \
+	  node test/summary.js $(TSS_CACHE)/last-e2e.log; exit $$status

@@ -53,6 +53,9 @@ export class ShardProxy {
     this.server.headersTimeout = Math.min(60_000, limits.clientIdleTimeoutMs);
     this.server.setTimeout(limits.clientIdleTimeoutMs, (socket) => socket.destroy());
     this.server.maxConnections = limits.maxConnections;
+    // Go's HTTP client (Tempo, Loki) keeps idle connections for 90 s; closing
+    // ours sooner races with its reuse and fails requests at random.
+    this.server.keepAliveTimeout = Math.min(95_000, limits.clientIdleTimeoutMs);
   }
 
   async listen(port = this.config.listen.port, host = this.config.listen.host): Promise<AddressInfo> {

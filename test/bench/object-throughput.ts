@@ -56,7 +56,7 @@ export async function objectThroughput(): Promise<void> {
     listen_addr: `127.0.0.1:${port}`, endpoint: minio.endpoint, access_key_id: MINIO_USER, secret_access_key: MINIO_PASSWORD,
     buckets: ['shard1', 'shard2', 'shard3'], log_level: 'warn',
   }));
-  const proxy = spawn(process.execPath, [join(__dirname, '..', '..', '..', 'bin', 'tempo-s3-shard'), '--config', config], { stdio: 'inherit' });
+  const proxy = spawn(process.execPath, [join(__dirname, '..', '..', '..', 'bin', 'tempo-s3-shard'), '--config', config, '--workers', '1'], { stdio: 'inherit' });
   const endpoint = `http://127.0.0.1:${port}`;
   try {
     for (let i = 0; i < 100; i++) {
@@ -66,7 +66,9 @@ export async function objectThroughput(): Promise<void> {
     const key = 'bench/block/object';
     const directPut = await s3(minio.endpoint, 'PUT', `/shard1/${key}`);
     const directGet = await s3(minio.endpoint, 'GET', `/shard1/${key}`);
+    const idleRss = peakRss(proxy.pid!);
     const proxyPut = await s3(endpoint, 'PUT', `/proxy-bucket/${key}`);
+    const putRss = peakRss(proxy.pid!);
     const proxyGet = await s3(endpoint, 'GET', `/proxy-bucket/${key}`);
     const rss = peakRss(proxy.pid!);
     const row = (name: string, direct: number, viaProxy: number) =>
@@ -74,7 +76,8 @@ export async function objectThroughput(): Promise<void> {
     console.log(`object ${mib} MiB through the proxy (3 shards) vs MinIO directly`);
     row('PUT', directPut, proxyPut);
     row('GET', directGet, proxyGet);
-    console.log(`proxy peak RSS ${(rss / 1024 / 1024).toFixed(1)} MiB`);
+    const mb = (n: number) => (n / 1024 / 1024).toFixed(1);
+    console.log(`proxy peak RSS ${mb(rss)} MiB (idle ${mb(idleRss)} MiB, after the PUT ${mb(putRss)} MiB)`);
   } finally {
     proxy.kill('SIGTERM');
     await minio.stop();
