@@ -25,6 +25,8 @@ export interface S3Request {
   resource: string;
   /** Set once the client's signature checked out, when clients are configured. */
   auth?: AuthResult;
+  /** The shard bucket that served it, once routed (for logs). */
+  shard?: string;
 }
 
 // Query parameters that only shape or authenticate a request: they are not

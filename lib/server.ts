@@ -91,6 +91,11 @@ export class ShardProxy {
     if (this.admin(req, res)) return;
     let s3: S3Request | undefined;
     const started = process.hrtime.bigint();
+    // Socket counters, so the log holds bytes that really moved (a kept-alive
+    // socket carries several requests: only the difference is this one's).
+    const socket = req.socket;
+    const read0 = socket.bytesRead;
+    const written0 = socket.bytesWritten;
     channels.requestStart.publish({ operation: 'unknown' });
     try {
       s3 = parseS3Request(req, this.config.virtualHostDomains);
@@ -101,10 +106,12 @@ export class ShardProxy {
     } finally {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       const operation = s3?.operation ?? 'Invalid';
-      channels.requestEnd.publish({ operation, status: res.statusCode, seconds, shard: null });
+      const shard = s3?.shard ?? null;
+      channels.requestEnd.publish({ operation, status: res.statusCode, seconds, shard });
       if (this.log.enabled('info')) {
         this.log.info('request', {
-          operation, bucket: s3?.bucket ?? null, status: res.statusCode,
+          operation, bucket: s3?.bucket ?? null, shard, status: res.statusCode,
+          bytes_in: socket.bytesRead - read0, bytes_out: socket.bytesWritten - written0,
           duration_ms: Math.round(seconds * 1e6) / 1e3, request_id: requestId,
         });
       }
