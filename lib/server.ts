@@ -45,7 +45,9 @@ export class ShardProxy {
     });
     this.buckets = new Map(config.virtualBuckets.map((vb) => [vb.name, new VirtualBucket(vb, this.pools)]));
     this.readiness = new Readiness([...this.buckets.values()].flatMap((vb) => vb.backends));
-    this.server = createServer((req, res) => { void this.handle(req, res); });
+    // Idle and header timeouts are checked this often; Node's default (30 s)
+    // would let a stalled client linger long past its timeout.
+    this.server = createServer({ connectionsCheckingInterval: 1_000 }, (req, res) => { void this.handle(req, res); });
     const { limits } = config;
     // Uploads of any size may take as long as they keep moving; a connection
     // that moves nothing for the idle timeout is dropped.
