@@ -1,0 +1,95 @@
+import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Agent, request } from 'undici';
+import aws4 from 'aws4';
+import { startMinio, freePort, MINIO_USER, MINIO_PASSWORD } from '../helpers/minio';
+import { Ring } from '../../lib/ring';
+
+// 100,000 Tempo-like keys spread over 8 shard buckets: keys per second
+// listed through the proxy beside the same keys listed from one MinIO
+// bucket, and the proxy's peak RSS while it merges.
+
+const KEYS = Number(process.env.BENCH_LIST_KEYS ?? 100_000);
+const SHARDS = Array.from({ length: 8 }, (_, i) => `list-shard-${i + 1}`);
+const creds = { accessKeyId: MINIO_USER, secretAccessKey: MINIO_PASSWORD };
+const agent = new Agent({ connections: 64 });
+
+function signed(endpoint: string, method: string, path: string): Record<string, string> {
+  return aws4.sign({ service: 's3', region: 'us-east-1', method, host: new URL(endpoint).host, path,
+    headers: { 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' } }, creds).headers as Record<string, string>;
+}
+
+async function put(endpoint: string, path: string, body = ''): Promise<void> {
+  const r = await request(`${endpoint}${path}`, { method: 'PUT', headers: signed(endpoint, 'PUT', path), body, dispatcher: agent });
+  await r.body.dump();
+  if (r.statusCode !== 200) throw new Error(`PUT ${path}: ${r.statusCode}`);
+}
+
+async function listAll(endpoint: string, bucket: string): Promise<{ keys: number; seconds: number }> {
+  const started = process.hrtime.bigint();
+  let keys = 0;
+  let token: string | undefined;
+  do {
+    const path = `/${bucket}?list-type=2&max-keys=1000${token ? `&continuation-token=${encodeURIComponent(token)}` : ''}`;
+    const r = await request(`${endpoint}${path}`, { headers: signed(endpoint, 'GET', path), dispatcher: agent });
+    const xml = await r.body.text();
+    if (r.statusCode !== 200) throw new Error(`list: ${r.statusCode} ${xml.slice(0, 200)}`);
+    keys += (xml.match(/<Key>/g) ?? []).length;
+    token = /<NextContinuationToken>([^<]+)</.exec(xml)?.[1];
+  } while (token);
+  return { keys, seconds: Number(process.hrtime.bigint() - started) / 1e9 };
+}
+
+async function inParallel<T>(items: T[], n: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: n }, async () => {
+    while (next < items.length) await fn(items[next++]);
+  }));
+}
+
+export async function listThroughput(): Promise<void> {
+  const minio = await startMinio();
+  const dir = mkdtempSync(join(tmpdir(), 'tss-bench-list-'));
+  const port = await freePort();
+  const config = join(dir, 'config.json');
+  writeFileSync(config, JSON.stringify({
+    listen_addr: `127.0.0.1:${port}`, endpoint: minio.endpoint, access_key_id: MINIO_USER, secret_access_key: MINIO_PASSWORD,
+    buckets: SHARDS, log_level: 'warn',
+  }));
+  const proxy = spawn(process.execPath, [join(__dirname, '..', '..', '..', 'bin', 'tempo-s3-shard'), '--config', config, '--workers', '1'], { stdio: 'inherit' });
+  const endpoint = `http://127.0.0.1:${port}`;
+  try {
+    for (let i = 0; i < 100; i++) {
+      try { await request(`${endpoint}/healthz`).then((r) => r.body.dump()); break; } catch { await new Promise((r) => setTimeout(r, 100)); }
+    }
+    await put(minio.endpoint, '/single');
+    const ring = new Ring(SHARDS);
+    const keys = Array.from({ length: KEYS }, (_, i) => `single-tenant/${(i * 2654435761 >>> 0).toString(16).padStart(8, '0')}-block/${['meta.json', 'data.parquet', 'bloom-0', 'index'][i % 4]}`);
+    const started = Date.now();
+    // Written straight into the buckets the ring names: the bench measures listing, not writing.
+    await inParallel(keys, 64, async (k) => {
+      await put(minio.endpoint, `/${ring.locate(k)}/${k}`);
+      await put(minio.endpoint, `/single/${k}`);
+    });
+    console.log(`listing bench: wrote ${KEYS} keys over ${SHARDS.length} shards and into one bucket in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    const direct = await listAll(minio.endpoint, 'single');
+    const rssBefore = peakRss(proxy.pid!);
+    const viaProxy = await listAll(endpoint, 'proxy-bucket');
+    const rss = peakRss(proxy.pid!);
+    if (direct.keys !== KEYS || viaProxy.keys !== KEYS) throw new Error(`listed ${direct.keys} directly, ${viaProxy.keys} through the proxy, of ${KEYS}`);
+    console.log(`LIST ${KEYS} keys   direct ${(direct.keys / direct.seconds).toFixed(0)} keys/s   proxy (${SHARDS.length} shards) ${(viaProxy.keys / viaProxy.seconds).toFixed(0)} keys/s   ratio ${(direct.seconds / viaProxy.seconds * 100).toFixed(0)}%`);
+    console.log(`proxy peak RSS while listing ${(rss / 1024 / 1024).toFixed(1)} MiB (before ${(rssBefore / 1024 / 1024).toFixed(1)} MiB)`);
+  } finally {
+    proxy.kill('SIGTERM');
+    await agent.close();
+    await minio.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function peakRss(pid: number): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) * 1024 : NaN;
+}
