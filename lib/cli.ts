@@ -5,10 +5,11 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, loadConfig } from './config';
 import type { Config } from './config';
-import { Ring } from './ring';
+import { VirtualBucket } from './virtual-bucket';
 import { ShardProxy } from './server';
-import { Backend, Pools, poolOptions } from './backend';
+import { Pools, poolOptions } from './backend';
 import { prepareShard } from './shard-buckets';
+import { rebalanceCommand } from './rebalance';
 import { Logger } from './log';
 import { runPrimary } from './workers';
 
@@ -23,6 +24,9 @@ const USAGE = `Usage:
   tempo-s3-shard check --config FILE [--no-create]
                                            reach every shard bucket, create missing ones
                                            (unless --no-create), print a table of their state
+  tempo-s3-shard rebalance --config FILE [--dry-run] [--concurrency N]
+                                           move every object that is not at its current owner
+                                           there (--dry-run: print what would move)
   tempo-s3-shard --help | --version
 
 Configuration comes from FILE and the S3_* environment variables (see README).
@@ -45,6 +49,8 @@ export async function main(argv: string[]): Promise<number> {
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
         'no-create': { type: 'boolean' },
+        'dry-run': { type: 'boolean' },
+        concurrency: { type: 'string' },
         workers: { type: 'string', short: 'w' },
       },
     });
@@ -85,6 +91,8 @@ export async function main(argv: string[]): Promise<number> {
       return locate(config, rest);
     case 'check':
       return check(config, !values['no-create']);
+    case 'rebalance':
+      return EXIT[await rebalanceCommand(config, { dryRun: values['dry-run'], concurrency: values.concurrency })];
     default:
       process.stderr.write(`unknown command: ${command}\n${USAGE}\n`);
       return EXIT.usage;
@@ -97,15 +105,15 @@ function locate(config: Config, keys: string[]): number {
     return EXIT.usage;
   }
   // Keys name the first virtual bucket unless given as `bucket/key` for a
-  // configured virtual bucket.
-  const rings = new Map(config.virtualBuckets.map((vb) => [vb.name, { vb, ring: new Ring(vb.shards.map((s) => s.bucket)) }]));
-  const first = config.virtualBuckets[0];
+  // configured virtual bucket. No request is sent: the pools stay empty.
+  const pools = new Pools(poolOptions(config.limits));
+  const buckets = new Map(config.virtualBuckets.map((vb) => [vb.name, new VirtualBucket(vb, pools)]));
+  const first = buckets.get(config.virtualBuckets[0].name)!;
   for (const key of keys) {
     const slash = key.indexOf('/');
-    const named = slash > 0 && config.virtualBuckets.length > 1 ? rings.get(key.slice(0, slash)) : undefined;
-    const { vb, ring } = named ?? rings.get(first.name)!;
-    const k = named ? key.slice(slash + 1) : key;
-    process.stdout.write(`${key}\t${ring.locate(k, vb.hashPrefix)}\n`);
+    const named = slash > 0 && buckets.size > 1 ? buckets.get(key.slice(0, slash)) : undefined;
+    const owner = named ? named.owner(key.slice(slash + 1)) : first.owner(key);
+    process.stdout.write(`${key}\t${owner.bucket}\n`);
   }
   return EXIT.ok;
 }
@@ -116,7 +124,9 @@ async function check(config: Config, create: boolean): Promise<number> {
   let ok = true;
   try {
     for (const vb of config.virtualBuckets) {
-      const reports = await Promise.all(vb.shards.map((s) => prepareShard(new Backend(s, pools), { create, waitMs: 0 })));
+      // Every generation's buckets: an earlier ring's shard still holds data.
+      const backends = new VirtualBucket(vb, pools).backends;
+      const reports = await Promise.all(backends.map((b) => prepareShard(b, { create, waitMs: 0 })));
       for (const r of reports) {
         ok &&= r.state === 'ok' || r.state === 'created';
         rows.push([vb.name, r.bucket, r.endpoint, r.state, r.detail]);

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { dirname, resolve } from 'node:path';
+import type { PlacementKind } from './ring';
 
 export interface Credentials { accessKeyId: string; secretAccessKey: string }
 export interface ShardConfig {
@@ -14,8 +15,13 @@ export interface ShardConfig {
   region: string;
   credentials: Credentials;
   pathStyle: boolean;
+  /** Its share of the keys under balanced placement (1 unless set). */
+  weight: number;
 }
-export interface VirtualBucketConfig { name: string; hashPrefix: string; shards: ShardConfig[] }
+export interface RingConfig { placement: PlacementKind; shards: ShardConfig[] }
+/** The current ring, and the earlier ones (newest first) whose owners keys
+ * may still sit at until a rebalance has moved them. */
+export interface VirtualBucketConfig extends RingConfig { name: string; hashPrefix: string; previousRings: RingConfig[] }
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export interface Config {
   source: string;
@@ -28,6 +34,8 @@ export interface Config {
   clients: Credentials[];
   allowAnonymous: boolean;
   limits: Limits;
+  /** PEM files for an HTTPS listener; absent: plain HTTP. */
+  tls?: { certFile: string; keyFile: string };
 }
 // Every wait is bounded, so a stalled peer costs a socket for a while, never
 // memory or a hung request.
@@ -58,12 +66,15 @@ const TOP_KEYS = [
   'use_ssl', 'region', 'buckets', 'log_level', 'virtual_bucket', 'shards', 'create_buckets', 'virtual_buckets',
   'hash_prefix', 'virtual_host_domains', 'force_path_style', 'clients', 'allow_anonymous',
   'backend_timeout_seconds', 'backend_idle_timeout_seconds', 'client_idle_timeout_seconds', 'max_connections',
-  'shutdown_grace_seconds',
+  'shutdown_grace_seconds', 'placement', 'previous_rings', 'tls_cert_file', 'tls_key_file',
 ];
 const SHARD_KEYS = [
   'bucket', 'endpoint', 'region', 'access_key_id', 'secret_access_key', 'access_key_id_file', 'secret_access_key_file',
+  'weight',
 ];
-const VIRTUAL_BUCKET_KEYS = ['name', 'buckets', 'shards', 'hash_prefix'];
+const VIRTUAL_BUCKET_KEYS = ['name', 'buckets', 'shards', 'hash_prefix', 'placement', 'previous_rings'];
+const RING_KEYS = ['placement', 'buckets', 'shards'];
+const PLACEMENTS: readonly PlacementKind[] = ['ring', 'balanced'];
 const CLIENT_KEYS = ['access_key_id', 'secret_access_key', 'secret_access_key_file'];
 const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
 // The admin routes own these paths, so no virtual bucket may shadow them.
@@ -207,7 +218,7 @@ class Fields {
   }
 }
 
-interface Inherited { endpoint?: string; region: string; accessKeyId?: string; secretAccessKey?: string }
+interface Inherited { endpoint?: string; region: string; accessKeyId?: string; secretAccessKey?: string; weight?: number }
 
 function normalise({ raw, source, baseDir, origins }: Sources): Config {
   const fail: Fail = (field, detail) => {
@@ -256,22 +267,37 @@ function normalise({ raw, source, baseDir, origins }: Sources): Config {
     const previous = usedBy.get(`${ep}/${bucket}`);
     if (previous !== undefined) fail(path, `${q(bucket)} on ${ep} is already used by ${previous}`);
     usedBy.set(`${ep}/${bucket}`, path);
-    return { bucket, endpoint: ep, region: own.region ?? inherited.region, credentials: { accessKeyId, secretAccessKey }, pathStyle };
+    return {
+      bucket, endpoint: ep, region: own.region ?? inherited.region, credentials: { accessKeyId, secretAccessKey }, pathStyle,
+      weight: own.weight ?? 1,
+    };
+  };
+  const placementOf = (f: Fields, fallback: PlacementKind): PlacementKind => {
+    const p = f.str('placement') ?? fallback;
+    if (!(PLACEMENTS as readonly string[]).includes(p)) fail(f.at('placement'), `${q(p)} is not one of ${PLACEMENTS.join(', ')}`);
+    return p as PlacementKind;
   };
 
-  const virtualBucket = (f: Fields, name: string, namePath: string, defaultPrefix: string): VirtualBucketConfig => {
+  interface Defaults { hashPrefix: string; placement: PlacementKind }
+  const virtualBucket = (f: Fields, name: string, namePath: string, defaults: Defaults): VirtualBucketConfig => {
     checkBucketName(name, namePath, fail);
     if (RESERVED_NAMES.includes(name)) fail(namePath, `${q(name)} is reserved for the admin routes`);
-    if (f.has('buckets') && f.has('shards')) fail(f.at('buckets'), 'cannot be combined with shards');
-    const key = f.has('shards') ? 'shards' : 'buckets';
-    const entries = key === 'shards' ? f.list(key) : f.strList(key);
-    if (entries === undefined) return fail(f.at('buckets'), 'is required: list the backend buckets in buckets or shards');
-    if (entries.length === 0) fail(f.at(key), 'must not be empty');
-    const shards = entries.map((entry, i) => {
-      const path = `${f.at(key)}[${i}]`;
-      if (key === 'buckets') return shard(entry as string, path, {});
+    // An earlier ring names a bucket of a later one by its name alone (and
+    // may give it another weight); a bucket only earlier rings know is still
+    // a shard, defined where it first appears.
+    const defined = new Map<string, ShardConfig>();
+    const member = (entry: unknown, path: string, kind: PlacementKind): ShardConfig => {
+      if (typeof entry === 'string') return defined.get(entry) ?? shard(entry, path, {});
       const s = fields(entry, path, SHARD_KEYS);
       const bucket = s.str('bucket') ?? fail(s.at('bucket'), 'is required');
+      const weight = s.positive('weight');
+      if (weight !== undefined && kind !== 'balanced') fail(s.at('weight'), 'needs placement "balanced": the original ring has no weights');
+      const known = defined.get(bucket);
+      if (known) {
+        const other = Object.keys(s.obj).find((k) => k !== 'bucket' && k !== 'weight');
+        if (other) fail(s.at(other), `${q(bucket)} is already defined: name it by bucket (and weight) alone`);
+        return { ...known, weight: weight ?? known.weight };
+      }
       const ep = s.str('endpoint');
       const region = s.str('region');
       return shard(bucket, s.at('bucket'), {
@@ -279,24 +305,55 @@ function normalise({ raw, source, baseDir, origins }: Sources): Config {
         region: region === undefined ? undefined : checkRegion(region, s.at('region')),
         accessKeyId: secret(s, 'access_key_id'),
         secretAccessKey: secret(s, 'secret_access_key'),
+        weight,
       });
+    };
+    // A ring's members in `buckets` (names) or `shards` (objects).
+    const ring = (r: Fields, kind: PlacementKind, what: string): ShardConfig[] => {
+      if (r.has('buckets') && r.has('shards')) fail(r.at('buckets'), 'cannot be combined with shards');
+      const key = r.has('shards') ? 'shards' : 'buckets';
+      const entries = key === 'shards' ? r.list(key) : r.strList(key);
+      if (entries === undefined) return fail(r.at('buckets'), `is required: list the ${what} in buckets or shards`);
+      if (entries.length === 0) fail(r.at(key), 'must not be empty');
+      entries.forEach((e, i) => key === 'shards' && !isObject(e) && fail(`${r.at(key)}[${i}]`, 'must be an object'));
+      return members(entries, r.at(key), kind);
+    };
+    const members = (entries: unknown[], path: string, kind: PlacementKind): ShardConfig[] => {
+      const shards = entries.map((e, i) => member(e, `${path}[${i}]`, kind));
+      // Placement goes by bucket name, as the original's did: two members of
+      // one name would be one point set.
+      shards.forEach((s, i) => {
+        const j = shards.findIndex((o) => o.bucket === s.bucket);
+        if (j < i) fail(`${path}[${i}]`, `${q(s.bucket)} is already shard ${j} of this ring`);
+      });
+      for (const s of shards) if (!defined.has(s.bucket)) defined.set(s.bucket, s);
+      return shards;
+    };
+
+    const placement = placementOf(f, defaults.placement);
+    const shards = ring(f, placement, 'backend buckets');
+    const previousRings = (f.list('previous_rings') ?? []).map((g, i): RingConfig => {
+      const path = `${f.at('previous_rings')}[${i}]`;
+      if (Array.isArray(g)) {
+        if (g.length === 0) fail(path, 'must not be empty');
+        return { placement, shards: members(g, path, placement) };
+      }
+      const r = fields(g, path, RING_KEYS);
+      const kind = placementOf(r, placement);
+      return { placement: kind, shards: ring(r, kind, 'buckets of that ring') };
     });
-    // The ring places keys by bucket name, as the original did: two shards
-    // of one name would be one point set.
-    shards.forEach((s, i) => {
-      const j = shards.findIndex((o) => o.bucket === s.bucket);
-      if (j < i) fail(`${f.at(key)}[${i}]`, `${q(s.bucket)} is already shard ${j} of this virtual bucket`);
-    });
-    return { name, hashPrefix: f.str('hash_prefix') ?? defaultPrefix, shards };
+    return { name, hashPrefix: f.str('hash_prefix') ?? defaults.hashPrefix, placement, shards, previousRings };
   };
 
-  const hashPrefix = top.str('hash_prefix') ?? '';
+  const defaults = { hashPrefix: top.str('hash_prefix') ?? '', placement: placementOf(top, 'ring') };
   const list = top.list('virtual_buckets');
   let virtualBuckets: VirtualBucketConfig[];
   if (list === undefined) {
-    virtualBuckets = [virtualBucket(top, top.str('virtual_bucket') ?? 'proxy-bucket', 'virtual_bucket', '')];
+    virtualBuckets = [virtualBucket(top, top.str('virtual_bucket') ?? 'proxy-bucket', 'virtual_bucket', { ...defaults, hashPrefix: '' })];
   } else {
-    for (const key of ['virtual_bucket', 'buckets', 'shards']) if (top.has(key)) fail(key, 'cannot be combined with virtual_buckets');
+    for (const key of ['virtual_bucket', 'buckets', 'shards', 'previous_rings']) {
+      if (top.has(key)) fail(key, 'cannot be combined with virtual_buckets');
+    }
     if (list.length === 0) fail('virtual_buckets', 'must not be empty');
     const names = new Map<string, string>();
     virtualBuckets = list.map((v, i) => {
@@ -305,7 +362,7 @@ function normalise({ raw, source, baseDir, origins }: Sources): Config {
       const previous = names.get(name);
       if (previous !== undefined) fail(f.at('name'), `${q(name)} is already the name of ${previous}`);
       names.set(name, f.path);
-      return virtualBucket(f, name, f.at('name'), hashPrefix);
+      return virtualBucket(f, name, f.at('name'), defaults);
     });
   }
 
@@ -349,6 +406,7 @@ function normalise({ raw, source, baseDir, origins }: Sources): Config {
     virtualBuckets,
     clients,
     allowAnonymous,
+    tls: tlsFiles(top, baseDir, fail),
     limits: {
       backendTimeoutMs: (top.positive('backend_timeout_seconds') ?? 120) * 1000,
       backendIdleTimeoutMs: (top.positive('backend_idle_timeout_seconds') ?? 60) * 1000,
@@ -357,6 +415,22 @@ function normalise({ raw, source, baseDir, origins }: Sources): Config {
       shutdownGraceMs: (top.positive('shutdown_grace_seconds') ?? 25) * 1000,
     },
   };
+}
+
+function tlsFiles(top: Fields, baseDir: string, fail: Fail): Config['tls'] {
+  const cert = top.str('tls_cert_file');
+  const key = top.str('tls_key_file');
+  if (cert === undefined && key === undefined) return undefined;
+  if (cert === undefined || key === undefined) fail(cert === undefined ? 'tls_cert_file' : 'tls_key_file', 'is required with the other tls_* file');
+  const files = { certFile: resolve(baseDir, cert!), keyFile: resolve(baseDir, key!) };
+  for (const [field, path] of [['tls_cert_file', files.certFile], ['tls_key_file', files.keyFile]]) {
+    try {
+      readFileSync(path);
+    } catch (err) {
+      fail(field, `cannot read ${q(path)} (${errorCode(err)})`);
+    }
+  }
+  return files;
 }
 
 // An endpoint is an origin: a URL's scheme decides TLS, a bare host[:port] takes it from use_ssl.

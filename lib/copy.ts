@@ -3,7 +3,7 @@ import type { Backend } from './backend';
 import { S3Error } from './errors';
 import { decodeCopySource } from './copy-source';
 import type { CopySource } from './copy-source';
-import { backendRequest, readCapped, respond } from './forward';
+import { backendRequest, isAbsent, notFoundCode, notFoundError, readCapped, respond, uploadHolder } from './forward';
 import type { S3Request } from './s3-request';
 import type { VirtualBucket } from './virtual-bucket';
 import { sendXml } from './bucket-ops';
@@ -31,20 +31,37 @@ export async function copy(req: IncomingMessage, res: ServerResponse, s3: S3Requ
   const src = decodeCopySource(String(req.headers['x-amz-copy-source']));
   const srcVb = buckets.get(src.bucket);
   if (!srcVb) throw new S3Error('NoSuchBucket');
-  const source = srcVb.owner(src.key);
-  const target = vb.owner(s3.key!);
+  const target = s3.operation === 'UploadPartCopy'
+    ? await uploadHolder(vb.owners(s3.key!), s3.key!, s3.query.get('uploadId')!, signal)
+    : vb.owner(s3.key!);
   const br = await backendRequest(req, s3, signal);
-  if (source.sharesStorageWith(target)) {
-    br.headers!['x-amz-copy-source'] = source.copySource(src.key) +
-      (src.versionId ? `?versionId=${encodeURIComponent(src.versionId)}` : '');
-    await respond(res, await target.request(br), s3, vb, target, req);
-    return;
+  // The source may still sit where an earlier ring put it. As for reads, the
+  // current owner is asked again when no owner had it: a rebalance may have
+  // moved it there meanwhile.
+  const sources = srcVb.owners(src.key);
+  const order = sources.length > 1 ? [...sources, sources[0]] : sources;
+  for (const [i, source] of order.entries()) {
+    const last = i === order.length - 1;
+    if (source.sharesStorageWith(target)) {
+      br.headers!['x-amz-copy-source'] = source.copySource(src.key) +
+        (src.versionId ? `?versionId=${encodeURIComponent(src.versionId)}` : '');
+      const upstream = await target.request(br);
+      if (!last) {
+        const code = await notFoundCode(upstream, br.method);
+        if (isAbsent(code)) continue;
+        if (code !== undefined) throw notFoundError(code, target);
+      }
+      await respond(res, upstream, s3, vb, target, req);
+      return;
+    }
+    if (await streamedCopy(req, res, s3, src, source, target, signal, last)) return;
   }
-  await streamedCopy(req, res, s3, src, source, target, signal);
 }
 
+/** False, having answered nothing, when the source is not at `source` and
+ * another owner is still to be asked. */
 async function streamedCopy(req: IncomingMessage, res: ServerResponse, s3: S3Request, src: CopySource,
-  source: Backend, target: Backend, signal: AbortSignal): Promise<void> {
+  source: Backend, target: Backend, signal: AbortSignal, last: boolean): Promise<boolean> {
   const getHeaders: Record<string, string> = {};
   for (const [from, to] of Object.entries(SOURCE_CONDITIONS)) {
     const v = req.headers[from];
@@ -56,6 +73,11 @@ async function streamedCopy(req: IncomingMessage, res: ServerResponse, s3: S3Req
     method: 'GET', key: src.key, headers: getHeaders, signal,
     query: src.versionId ? [['versionId', src.versionId]] : [],
   });
+  if (!last) {
+    const code = await notFoundCode(got, 'GET');
+    if (isAbsent(code)) return false;
+    if (code !== undefined) throw notFoundError(code, source);
+  }
   if (got.statusCode !== 200 && got.statusCode !== 206) {
     await got.body.dump();
     if (got.statusCode === 404) throw new S3Error('NoSuchKey');
@@ -91,6 +113,7 @@ async function streamedCopy(req: IncomingMessage, res: ServerResponse, s3: S3Req
   const element = s3.operation === 'UploadPartCopy' ? 'CopyPartResult' : 'CopyObjectResult';
   sendXml(res, 200, `<${element} xmlns="${XMLNS}"><LastModified>${new Date().toISOString()}</LastModified>` +
     `<ETag>${etag.replace(/"/g, '&quot;')}</ETag></${element}>`);
+  return true;
 }
 
 // S3 copies the source's tags unless told to replace them with the request's.

@@ -88,18 +88,25 @@ export async function deleteObjects(req: IncomingMessage, res: ServerResponse, s
   verifyClientIntegrity(req, raw);
   const request = parseDeleteRequest(raw.toString('utf8'));
 
-  const groups = new Map<Backend, ObjectId[]>();
-  for (const o of request.objects) {
-    const owner = vb.owner(o.key);
-    const group = groups.get(owner);
+  // Each key goes wherever a ring generation may have left it, to its
+  // earlier owners before its current one (why: see forward.ts).
+  const current = new Map<Backend, ObjectId[]>();
+  const earlier = new Map<Backend, ObjectId[]>();
+  const add = (groups: Map<Backend, ObjectId[]>, b: Backend, o: ObjectId) => {
+    const group = groups.get(b);
     if (group) group.push(o);
-    else groups.set(owner, [o]);
+    else groups.set(b, [o]);
+  };
+  for (const o of request.objects) {
+    const [owner, ...rest] = vb.owners(o.key);
+    add(current, owner, o);
+    for (const b of rest) add(earlier, b, o);
   }
   const algorithm = checksumAlgorithmFromHeader(
     Object.keys(req.headers).find((h) => checksumAlgorithmFromHeader(h) !== undefined) ?? '');
 
-  const results = await Promise.all([...groups].map(async ([backend, objects]) => {
-    const body = Buffer.from(deleteXml({ quiet: request.quiet, objects }));
+  const send = async (backend: Backend, objects: ObjectId[], quiet: boolean) => {
+    const body = Buffer.from(deleteXml({ quiet, objects }));
     const headers: Record<string, string> = {
       'content-type': 'application/xml',
       'content-length': String(body.length),
@@ -115,7 +122,14 @@ export async function deleteObjects(req: IncomingMessage, res: ServerResponse, s
       throw new S3Error('ServiceUnavailable', `Shard bucket ${backend.bucket} failed DeleteObjects (${r.statusCode}).`);
     }
     return parseDeleteResult(text);
-  }));
+  };
+  // A key left at an earlier owner would still be read: that is a failure of
+  // the whole request, which the client can repeat.
+  const early = await Promise.all([...earlier].map(([backend, objects]) => send(backend, objects, true)));
+  if (early.flat().some((e) => !e.deleted)) {
+    throw new S3Error('ServiceUnavailable', 'A shard that held keys before the last ring change could not delete them.');
+  }
+  const results = await Promise.all([...current].map(([backend, objects]) => send(backend, objects, request.quiet)));
 
   const all = results.flat();
   const deleted = all.filter((e) => e.deleted && !request.quiet).map((e) => e.xml);

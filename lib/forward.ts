@@ -5,7 +5,7 @@ import { AwsChunkedDecoder, streamingKind } from './aws-chunked';
 import type { ChunkSignatureContext } from './aws-chunked';
 import type { Backend, BackendRequest } from './backend';
 import { S3Error } from './errors';
-import type { S3Request } from './s3-request';
+import type { Operation, S3Request } from './s3-request';
 import type { VirtualBucket } from './virtual-bucket';
 import { encodePath } from './sigv4';
 import { channels } from './events';
@@ -106,12 +106,110 @@ export async function backendRequest(req: IncomingMessage, s3: S3Request, signal
   return out;
 }
 
+// After a ring change an object may still sit where an earlier ring put it,
+// until a rebalance has moved it; writes always go to the current owner.
+const ON_EXISTING = new Set<Operation>([
+  'GetObject', 'HeadObject', 'GetObjectTagging', 'PutObjectTagging', 'DeleteObjectTagging', 'GetObjectAttributes',
+  'GetObjectAcl',
+]);
+// A multipart upload completes on the shard it began on.
+const ON_UPLOAD = new Set<Operation>(['UploadPart', 'CompleteMultipartUpload', 'AbortMultipartUpload', 'ListParts']);
+const MAX_TAGGING_BODY = 64 * 1024;
+
 export async function forward(req: IncomingMessage, res: ServerResponse, s3: S3Request, vb: VirtualBucket,
   signal: AbortSignal): Promise<void> {
-  const backend = vb.owner(s3.key!);
+  const owners = vb.owners(s3.key!);
   const br = await backendRequest(req, s3, signal);
-  const upstream = await backend.request(br);
+  let backend = owners[0];
+  let upstream: Dispatcher.ResponseData | undefined;
+  if (owners.length > 1 && s3.operation === 'DeleteObject') {
+    await deleteAtEarlierOwners(owners, br);
+  } else if (owners.length > 1 && ON_UPLOAD.has(s3.operation)) {
+    backend = await uploadHolder(owners, s3.key!, s3.query.get('uploadId')!, signal);
+  } else if (owners.length > 1 && ON_EXISTING.has(s3.operation)) {
+    // A tagging document is small: read once, it can go to the next owner too.
+    if (Number(br.headers!['content-length'] ?? 0) > MAX_TAGGING_BODY) throw new S3Error('EntityTooLarge');
+    if (br.body) br.body = await readCapped(br.body as Readable, MAX_TAGGING_BODY);
+    ({ backend, upstream } = await firstHolder(owners, br));
+  }
+  upstream ??= await backend.request(br);
+  s3.shard = backend.bucket;
   await respond(res, upstream, s3, vb, backend, req);
+}
+
+// Only the backend's own word that the object is not there moves a read on to
+// an earlier owner; any other answer, a failure included, is the answer.
+const ABSENT = new Set(['NoSuchKey', 'NoSuchVersion']);
+
+/** The S3 error code of a 404 answer, whose body it reads; undefined, the
+ * body untouched, for any other answer. */
+export async function notFoundCode(upstream: Dispatcher.ResponseData, method: string): Promise<string | undefined> {
+  if (upstream.statusCode !== 404) return undefined;
+  if (method === 'HEAD') {
+    // A HEAD answer has no body to say why; S3 answers a missing key so.
+    await upstream.body.dump();
+    return 'NoSuchKey';
+  }
+  const text = (await readCapped(upstream.body, 64 * 1024)).toString('utf8');
+  return /<Code>([^<]*)<\/Code>/.exec(text)?.[1] ?? '';
+}
+
+export function isAbsent(code: string | undefined): boolean {
+  return code !== undefined && ABSENT.has(code);
+}
+
+/** A 404 other than absence, its body already read. The client's virtual
+ * bucket exists, so a shard's missing bucket is the proxy's failure. */
+export function notFoundError(code: string, backend: Backend): S3Error {
+  if (code === 'NoSuchUpload') return new S3Error('NoSuchUpload');
+  return new S3Error('ServiceUnavailable', `Shard bucket ${backend.bucket} answered 404 ${code}.`);
+}
+
+/** Sends a body-less (or buffered) request to each owner in turn until one
+ * has the object. When none has it the current owner is asked again: a
+ * rebalance (copy, then delete the source) may have moved the object there
+ * while the earlier owners were asked. */
+export async function firstHolder(owners: Backend[], br: BackendRequest):
+  Promise<{ backend: Backend; upstream: Dispatcher.ResponseData }> {
+  const order = owners.length > 1 ? [...owners, owners[0]] : owners;
+  for (let i = 0; ; i++) {
+    const backend = order[i];
+    const upstream = await backend.request(br);
+    if (i === order.length - 1) return { backend, upstream };
+    const code = await notFoundCode(upstream, br.method);
+    if (code === undefined) return { backend, upstream };
+    if (!isAbsent(code)) throw notFoundError(code, backend);
+  }
+}
+
+// The earlier owners first, the current one after them: a rebalance copies to
+// the current owner and then checks that its source still exists, so it
+// either sees this delete or its copy is removed by it.
+async function deleteAtEarlierOwners(owners: Backend[], br: BackendRequest): Promise<void> {
+  await Promise.all(owners.slice(1).map(async (b) => {
+    const r = await b.request(br);
+    await r.body.dump();
+    if (r.statusCode >= 300) throw new S3Error('ServiceUnavailable', `Shard bucket ${b.bucket} answered ${r.statusCode} to a delete.`);
+  }));
+}
+
+/** The owner that knows the upload. A part's body can be sent only once, so
+ * each owner is asked about the upload (a ListParts of one part) first. */
+export async function uploadHolder(owners: Backend[], key: string, uploadId: string, signal: AbortSignal): Promise<Backend> {
+  if (owners.length === 1) return owners[0];
+  for (const b of owners) {
+    const r = await b.request({
+      method: 'GET', key, query: [['uploadId', uploadId], ['max-parts', '1']], signal, operation: 'ListParts',
+    });
+    const code = await notFoundCode(r, 'GET');
+    if (code === 'NoSuchUpload') continue;
+    if (code !== undefined) throw notFoundError(code, b);
+    await r.body.dump();
+    if (r.statusCode !== 200) throw new S3Error('ServiceUnavailable', `Shard bucket ${b.bucket} answered ${r.statusCode} about an upload.`);
+    return b;
+  }
+  // No owner knows it: the current one tells the client so.
+  return owners[0];
 }
 
 const WRITES = new Set(['PutObject', 'CompleteMultipartUpload', 'CopyObject']);

@@ -44,6 +44,12 @@ export interface ListRequest {
  */
 export type ShardPageFetcher = (query: Record<string, string>, signal: AbortSignal) => Promise<NodeJS.ReadableStream>;
 
+/**
+ * Which shard's copy of a key found on several shards is listed: the lowest
+ * rank wins, the lower shard index among equals.
+ */
+export type ShardRank = (key: string, shard: number) => number;
+
 const MAX_KEYS = 1000;
 const MAX_KEY_BYTES = 1024;
 const TOKEN_VERSION = 1;
@@ -414,8 +420,17 @@ class ShardCursor {
 class CursorHeap {
   private readonly items: ShardCursor[] = [];
 
+  constructor(private readonly rank?: ShardRank) {}
+
+  // Of one name the first popped is kept, the others are dropped as not after it.
   private less(a: ShardCursor, b: ShardCursor): boolean {
-    return (Buffer.compare(a.head!.bytes, b.head!.bytes) || a.index - b.index) < 0;
+    const c = Buffer.compare(a.head!.bytes, b.head!.bytes);
+    if (c !== 0) return c < 0;
+    if (this.rank && a.head!.element !== 'CommonPrefixes') {
+      const r = this.rank(a.head!.name, a.index) - this.rank(b.head!.name, b.index);
+      if (r !== 0) return r < 0;
+    }
+    return a.index < b.index;
   }
 
   peek(): ShardCursor | undefined {
@@ -475,12 +490,14 @@ function backendStart(req: ListRequest, after: Position | undefined): Record<str
 
 class Merger {
   private readonly cursors: ShardCursor[];
-  private readonly heap = new CursorHeap();
+  private readonly heap: CursorHeap;
   private readonly page: Entry[] = [];
   /** Cursors whose page is used up, fetched only when their next entry is needed. */
   private waiting: ShardCursor[] = [];
 
-  constructor(private readonly req: ListRequest, private readonly start: Position | undefined, shards: ShardPageFetcher[]) {
+  constructor(private readonly req: ListRequest, private readonly start: Position | undefined, shards: ShardPageFetcher[],
+    rank?: ShardRank) {
+    this.heap = new CursorHeap(rank);
     const base = backendBase(req);
     const first = backendStart(req, start);
     this.cursors = shards.map((fetch, i) => new ShardCursor(i, fetch, req.kind, base, first));
@@ -572,13 +589,14 @@ export async function* mergeListing(
   req: ListRequest,
   shards: ShardPageFetcher[],
   signal: AbortSignal,
+  rank?: ShardRank,
 ): AsyncIterable<string> {
   signal.throwIfAborted();
   const start = startPosition(req);
   let result: { entries: Entry[]; truncated: boolean } = { entries: [], truncated: false };
   // S3 answers max-keys=0 with an empty page that is not truncated.
   if (req.maxKeys > 0 && start !== 'end') {
-    const merger = new Merger(req, start, shards);
+    const merger = new Merger(req, start, shards, rank);
     const onAbort = (): void => merger.release();
     signal.addEventListener('abort', onAbort, { once: true });
     try {

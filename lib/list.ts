@@ -30,7 +30,13 @@ export async function list(res: ServerResponse, s3: S3Request, vb: VirtualBucket
     }
     return r.body;
   });
-  const pieces = mergeListing(request, fetchers, signal)[Symbol.asyncIterator]();
+  // A key on two shards (a rebalance under way, or a write after a ring
+  // change) is listed as reads find it: the copy earliest among its owners.
+  const rank = (key: string, shard: number): number => {
+    const i = vb.owners(key).indexOf(vb.backends[shard]);
+    return i < 0 ? vb.backends.length : i;
+  };
+  const pieces = mergeListing(request, fetchers, signal, rank)[Symbol.asyncIterator]();
   let next = await pieces.next();
   res.writeHead(200, { 'content-type': 'application/xml' });
   while (!next.done) {

@@ -1,4 +1,6 @@
 import { createServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { readFileSync } from 'node:fs';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
@@ -47,7 +49,10 @@ export class ShardProxy {
     this.readiness = new Readiness([...this.buckets.values()].flatMap((vb) => vb.backends));
     // Idle and header timeouts are checked this often; Node's default (30 s)
     // would let a stalled client linger long past its timeout.
-    this.server = createServer({ connectionsCheckingInterval: 1_000 }, (req, res) => { void this.handle(req, res); });
+    const handler = (req: IncomingMessage, res: ServerResponse) => { void this.handle(req, res); };
+    this.server = config.tls
+      ? createHttpsServer({ connectionsCheckingInterval: 1_000, cert: readFileSync(config.tls.certFile), key: readFileSync(config.tls.keyFile) }, handler)
+      : createServer({ connectionsCheckingInterval: 1_000 }, handler);
     const { limits } = config;
     // Uploads of any size may take as long as they keep moving; a connection
     // that moves nothing for the idle timeout is dropped.

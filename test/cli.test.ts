@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Ring } from '../lib/ring';
+import { Ring, placement } from '../lib/ring';
 
 // The installed entry point (built by `make build`): exit codes and output
 // that scripts depend on.
@@ -34,6 +34,20 @@ t.test('locate prints key, tab, bucket', async (t) => {
   t.equal(r.status, 0, r.stderr);
   const ring = new Ring(['shard1', 'shard2', 'shard3']);
   t.equal(r.stdout, keys.map((k) => `${k}\t${ring.locate(k)}\n`).join(''));
+});
+
+t.test('locate follows the configured placement', async (t) => {
+  const balanced = join(dir, 'balanced.json');
+  writeFileSync(balanced, JSON.stringify({
+    endpoint: 'http://127.0.0.1:9', access_key_id: 'AKIDEXAMPLE', secret_access_key: 'super-secret-value',
+    placement: 'balanced', shards: [{ bucket: 'shard1', weight: 1 }, { bucket: 'shard2', weight: 2 }, { bucket: 'shard3', weight: 1 }],
+  }));
+  const keys = Array.from({ length: 20 }, (_, i) => `tenant/block-${i}/meta.json`);
+  const r = run(['locate', '--config', balanced, ...keys]);
+  t.equal(r.status, 0, r.stderr);
+  const members = [{ bucket: 'shard1', weight: 1 }, { bucket: 'shard2', weight: 2 }, { bucket: 'shard3', weight: 1 }];
+  t.equal(r.stdout, keys.map((k) => `${k}\t${placement('balanced', members).locate(k)}\n`).join(''));
+  t.not(r.stdout, keys.map((k) => `${k}\t${new Ring(['shard1', 'shard2', 'shard3']).locate(k)}\n`).join(''), 'not the original ring');
 });
 
 t.test('a missing config file: exit 2, one line naming the file', async (t) => {

@@ -70,6 +70,7 @@ t.test('the original tool example config', async (t) => {
     region: 'us-east-1',
     credentials: { accessKeyId: AKID, secretAccessKey: SECRET },
     pathStyle: true,
+    weight: 1,
   });
   t.same(loadConfig({ file, env: {} }), {
     source: file,
@@ -78,7 +79,10 @@ t.test('the original tool example config', async (t) => {
     logLevel: 'info',
     createBuckets: true,
     virtualHostDomains: [],
-    virtualBuckets: [{ name: 'proxy-bucket', hashPrefix: '', shards: [shard('tempo-shard1'), shard('tempo-shard2'), shard('tempo-shard3')] }],
+    virtualBuckets: [{
+      name: 'proxy-bucket', hashPrefix: '', placement: 'ring', previousRings: [],
+      shards: [shard('tempo-shard1'), shard('tempo-shard2'), shard('tempo-shard3')],
+    }],
     clients: [],
     allowAnonymous: true,
     limits: { backendTimeoutMs: 120_000, backendIdleTimeoutMs: 60_000, clientIdleTimeoutMs: 120_000, maxConnections: 4096, shutdownGraceMs: 25_000 },
@@ -145,6 +149,7 @@ t.test('environment overrides', async (t) => {
     region: 'eu-central-1',
     credentials: { accessKeyId: 'ENVKEY', secretAccessKey: OTHER_SECRET },
     pathStyle: false,
+    weight: 1,
   })));
 
   const styleOf = (v: string) => load(base, { S3_FORCE_PATH_STYLE: v }).virtualBuckets[0].shards[0].pathStyle;
@@ -274,10 +279,10 @@ t.test('shards inherit what they do not set', async (t) => {
     ],
   });
   t.same(c.virtualBuckets[0].shards, [
-    { bucket: 'shard-a', endpoint: 'https://s3.example.com', region: 'eu-west-1', credentials: { accessKeyId: AKID, secretAccessKey: SECRET }, pathStyle: false },
-    { bucket: 'shard-b', endpoint: 'http://minio-2:9000', region: 'local', credentials: { accessKeyId: 'MINIO2', secretAccessKey: OTHER_SECRET }, pathStyle: false },
-    { bucket: 'shard-c', endpoint: 'https://other.example.com', region: 'eu-west-1', credentials: { accessKeyId: 'ONLYKEY', secretAccessKey: SECRET }, pathStyle: false },
-    { bucket: 'shard-d', endpoint: 'http://minio-3:9000', region: 'eu-west-1', credentials: { accessKeyId: AKID, secretAccessKey: SECRET }, pathStyle: false },
+    { bucket: 'shard-a', endpoint: 'https://s3.example.com', region: 'eu-west-1', credentials: { accessKeyId: AKID, secretAccessKey: SECRET }, pathStyle: false, weight: 1 },
+    { bucket: 'shard-b', endpoint: 'http://minio-2:9000', region: 'local', credentials: { accessKeyId: 'MINIO2', secretAccessKey: OTHER_SECRET }, pathStyle: false, weight: 1 },
+    { bucket: 'shard-c', endpoint: 'https://other.example.com', region: 'eu-west-1', credentials: { accessKeyId: 'ONLYKEY', secretAccessKey: SECRET }, pathStyle: false, weight: 1 },
+    { bucket: 'shard-d', endpoint: 'http://minio-3:9000', region: 'eu-west-1', credentials: { accessKeyId: AKID, secretAccessKey: SECRET }, pathStyle: false, weight: 1 },
   ]);
 
   const env = load({ ...base, buckets: undefined, shards: [{ bucket: 'aaa' }, { bucket: 'bbb', endpoint: 'http://own:9000' }] },
@@ -467,4 +472,77 @@ t.test('whole-file errors', async (t) => {
   }
   const located = write(`{\n  "secret_access_key": "${SECRET}",\n}`);
   expectError(t, () => loadConfig({ file: located, env: {} }), { file: located, field: '' }, /line 3 column 1/);
+});
+
+t.test('previous_rings: earlier bucket lists, newest first', async (t) => {
+  const c = load({ ...base, previous_rings: [['b-one', 'b-two'], ['b-one', 'b-old']] });
+  const [vb] = c.virtualBuckets;
+  t.same(vb.shards.map((s) => s.bucket), ['b-one', 'b-two', 'b-three'], 'the current ring is buckets');
+  t.same(vb.previousRings.map((r) => [r.placement, r.shards.map((s) => s.bucket)]), [
+    ['ring', ['b-one', 'b-two']],
+    ['ring', ['b-one', 'b-old']],
+  ]);
+  t.equal(vb.previousRings[0].shards[0], vb.shards[0], 'a current bucket named again is the same shard');
+  t.same(vb.previousRings[1].shards[1], {
+    bucket: 'b-old', endpoint: 'http://127.0.0.1:9000', region: 'us-east-1',
+    credentials: { accessKeyId: AKID, secretAccessKey: SECRET }, pathStyle: true, weight: 1,
+  }, 'a bucket only an earlier ring has inherits the top-level settings');
+
+  const withObjects = load({
+    ...base, buckets: undefined, placement: 'balanced',
+    shards: [{ bucket: 'new-1', weight: 2 }, { bucket: 'new-2' }],
+    previous_rings: [
+      { placement: 'ring', shards: [{ bucket: 'new-1' }, { bucket: 'gone-1', endpoint: 'http://elsewhere:9000', region: 'eu-west-1' }] },
+      [{ bucket: 'new-1', weight: 5 }, 'gone-1'],
+    ],
+  });
+  const vb2 = withObjects.virtualBuckets[0];
+  t.equal(vb2.placement, 'balanced');
+  t.same(vb2.shards.map((s) => [s.bucket, s.weight]), [['new-1', 2], ['new-2', 1]]);
+  t.same(vb2.previousRings.map((r) => r.placement), ['ring', 'balanced'], 'a bare list takes the virtual bucket\'s placement');
+  t.same(vb2.previousRings[0].shards.map((s) => [s.bucket, s.endpoint, s.region]),
+    [['new-1', 'http://127.0.0.1:9000', 'us-east-1'], ['gone-1', 'http://elsewhere:9000', 'eu-west-1']]);
+  t.same(vb2.previousRings[1].shards.map((s) => [s.bucket, s.endpoint, s.weight]),
+    [['new-1', 'http://127.0.0.1:9000', 5], ['gone-1', 'http://elsewhere:9000', 1]],
+    'an earlier ring may weigh a known shard differently and names one defined before by its bucket alone');
+
+  const multi = load({
+    ...base, buckets: undefined, placement: 'balanced',
+    virtual_buckets: [
+      { name: 'tempo', buckets: ['t-1', 't-2'], previous_rings: [['t-1']] },
+      { name: 'loki', buckets: ['l-1'], placement: 'ring' },
+    ],
+  });
+  t.same(multi.virtualBuckets.map((v) => [v.name, v.placement, v.previousRings.map((r) => r.shards.map((s) => s.bucket))]), [
+    ['tempo', 'balanced', [['t-1']]],
+    ['loki', 'ring', []],
+  ], 'placement at the top is every virtual bucket\'s default');
+});
+
+t.test('previous_rings and placement errors', async (t) => {
+  const cases: [unknown, string, RegExp?][] = [
+    [{ ...base, placement: 'fair' }, 'placement', /not one of ring, balanced/],
+    [{ ...base, previous_rings: ['b-one'] }, 'previous_rings[0]', /object/],
+    [{ ...base, previous_rings: {} }, 'previous_rings', /array/],
+    [{ ...base, previous_rings: [[]] }, 'previous_rings[0]', /empty/],
+    [{ ...base, previous_rings: [['b-one', 'b-one']] }, 'previous_rings[0][1]', /already shard 0/],
+    [{ ...base, previous_rings: [['Bad_Name']] }, 'previous_rings[0][0]', /not a valid S3 bucket name/],
+    [{ ...base, previous_rings: [[{ bucket: 'b-one', endpoint: 'http://x:1' }]] }, 'previous_rings[0][0].endpoint', /already defined/],
+    [{ ...base, previous_rings: [[{ bucket: 'b-one', weight: 2 }]] }, 'previous_rings[0][0].weight', /balanced/],
+    [{ ...base, previous_rings: [{ placement: 'ring', buckets: ['b-one'], shards: [] }] }, 'previous_rings[0].buckets', /combined/],
+    [{ ...base, previous_rings: [{ placement: 'ring' }] }, 'previous_rings[0].buckets', /required/],
+    [{ ...base, previous_rings: [{ buckets: ['b-one'], hash_prefix: 'x/' }] }, 'previous_rings[0].hash_prefix', /not a known field/],
+    [{ ...base, previous_rings: [{ placement: 'other', buckets: ['b-one'] }] }, 'previous_rings[0].placement', /not one of/],
+    [{ ...base, buckets: undefined, shards: [{ bucket: 'xyz', weight: 2 }] }, 'shards[0].weight', /balanced/],
+    [{ ...base, buckets: undefined, placement: 'balanced', shards: [{ bucket: 'xyz', weight: 0 }] }, 'shards[0].weight', /positive/],
+    [{ ...base, buckets: undefined, placement: 'balanced', shards: [{ bucket: 'xyz', weight: '2' }] }, 'shards[0].weight', /positive/],
+    [{ ...base, buckets: undefined, virtual_buckets: [{ name: 'vbb', buckets: ['x-1'] }], previous_rings: [['x-1']] },
+      'previous_rings', /virtual_buckets/],
+    [{ ...base, buckets: undefined, virtual_buckets: [{ name: 'vbb', buckets: ['x-1'], previous_rings: [['x-2', 'x-2']] }] },
+      'virtual_buckets[0].previous_rings[0][1]', /already/],
+  ];
+  for (const [obj, field, re] of cases) {
+    const file = writeConfig(obj);
+    expectError(t, () => loadConfig({ file, env: {} }), { file, field }, re);
+  }
 });
