@@ -509,9 +509,20 @@ class Merger {
     return Math.min(MAX_KEYS, this.req.maxKeys - this.page.length + 1 + extra);
   }
 
+  // Keys spread evenly over the shards, so each first page asks for its
+  // share with room to spare rather than the whole page from every shard:
+  // with 8 shards that is an eighth of the backend work. A shard that runs
+  // short is asked for more, as any used-up shard is.
+  private firstBudget(): number {
+    const extra = this.start && this.req.delimiter ? 1 : 0;
+    const n = this.cursors.length;
+    const share = Math.ceil((this.req.maxKeys * 1.25) / n) + 16;
+    return Math.min(this.budget(extra), share + 1 + extra);
+  }
+
   async run(signal: AbortSignal): Promise<{ entries: Entry[]; truncated: boolean }> {
     // A shard resumed after a common prefix may answer that prefix again first.
-    await this.load(this.cursors, this.budget(this.start && this.req.delimiter ? 1 : 0), signal);
+    await this.load(this.cursors, this.firstBudget(), signal);
     let last = this.start;
     while (this.page.length < this.req.maxKeys) {
       const e = await this.pop(signal);
