@@ -18,7 +18,13 @@ all: build
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 
-deps: node_modules/.package-lock.json minio python
+deps: node_modules/.package-lock.json minio python rclone
+
+# rclone for test/integration/rclone.test.ts, from Debian (needs root).
+.PHONY: rclone
+rclone:
+	@command -v rclone >/dev/null || { apt-cache policy rclone | grep -q 'Candidate: [0-9]' || apt-get update; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y rclone; }
 
 minio: $(MINIO_BIN)
 $(MINIO_BIN):
@@ -54,10 +60,14 @@ clean:
 
 # Grafana Tempo, built once from source into $(TSS_CACHE)/tempo (10-20 minutes
 # on 2 cores), then run against the proxy; ends with "N passed, N failed".
-.PHONY: tempo e2e
+.PHONY: tempo loki e2e
 tempo:
 	bash test/e2e/build-tempo.sh
 
-e2e: node_modules/.package-lock.json minio build tempo
-	@set -o pipefail; npx tap --disable-coverage --reporter=tap --timeout=1800 test/e2e/tempo.e2e.ts 2>&1 | tee $(TSS_CACHE)/last-e2e.log; status=$$?; \
+# Grafana Loki likewise, into $(TSS_CACHE)/loki (about 10 minutes on 2 cores).
+loki:
+	bash test/e2e/build-loki.sh
+
+e2e: node_modules/.package-lock.json minio build tempo loki
+	@set -o pipefail; npx tap --disable-coverage --reporter=tap --timeout=1800 --jobs=1 test/e2e/tempo.e2e.ts test/e2e/loki.e2e.ts 2>&1 | tee $(TSS_CACHE)/last-e2e.log; status=$$?; \
 	  node test/summary.js $(TSS_CACHE)/last-e2e.log; exit $$status
