@@ -480,11 +480,11 @@ function backendBase(req: ListRequest): Record<string, string> {
   return q;
 }
 
-function backendStart(req: ListRequest, after: Position | undefined): Record<string, string> {
+function backendStart(req: ListRequest, after: Position | undefined, mayHoldKey = true): Record<string, string> {
   if (!after) return {};
   if (req.kind === 'v1' || req.kind === 'v2') return { 'start-after': after.name };
   const q: Record<string, string> = { 'key-marker': after.name };
-  if (after.id !== undefined) q[req.kind === 'versions' ? 'version-id-marker' : 'upload-id-marker'] = after.id;
+  if (after.id !== undefined && mayHoldKey) q[req.kind === 'versions' ? 'version-id-marker' : 'upload-id-marker'] = after.id;
   return q;
 }
 
@@ -499,8 +499,10 @@ class Merger {
     rank?: ShardRank) {
     this.heap = new CursorHeap(rank);
     const base = backendBase(req);
-    const first = backendStart(req, start);
-    this.cursors = shards.map((fetch, i) => new ShardCursor(i, fetch, req.kind, base, first));
+    // Only a shard that may hold the marker's key gets its version or upload
+    // id: given a key it does not have, MinIO skips the key after it too.
+    const mayHold = (i: number) => !rank || !start || rank(start.name, i) < shards.length;
+    this.cursors = shards.map((fetch, i) => new ShardCursor(i, fetch, req.kind, base, backendStart(req, start, mayHold(i))));
   }
 
   /** Backend max-keys: what this page still needs, plus one entry to tell

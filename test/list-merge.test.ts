@@ -831,6 +831,19 @@ t.test('a page ending on a common prefix resumes after everything under it', asy
   t.match(xml, /<Key>a<\/Key>.*<Key>c<\/Key>/s);
 });
 
+t.test('a version-id marker goes only to the shards that may hold its key', async (t) => {
+  const queries: Record<string, string>[][] = [[], [], []];
+  const empty = '<ListVersionsResult><EncodingType>url</EncodingType><IsTruncated>false</IsTruncated></ListVersionsResult>';
+  const shards: ShardPageFetcher[] = queries.map((q) => async (query) => {
+    q.push(query);
+    return Readable.from([Buffer.from(empty)]);
+  });
+  const req = parseListRequest('versions', BUCKET, new URLSearchParams({ versions: '', 'key-marker': 'k/1', 'version-id-marker': 'v7' }));
+  for await (const _ of mergeListing(req, shards, new AbortController().signal, (_key, shard) => (shard === 1 ? 0 : 3))) { /* drain */ }
+  t.same(queries.map((q) => q[0]['version-id-marker']), [undefined, 'v7', undefined]);
+  t.same(queries.map((q) => q[0]['key-marker']), ['k/1', 'k/1', 'k/1']);
+});
+
 t.test('continuation tokens: round trip, and anything else is InvalidArgument', async (t) => {
   const rng = new Rng(12);
   for (let i = 0; i < 200; i++) {

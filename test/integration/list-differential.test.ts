@@ -1,7 +1,9 @@
 import t from 'tap';
 import { join } from 'node:path';
 import { Client } from 'minio';
-import { S3Client, PutObjectCommand, CreateBucketCommand } from '@aws-sdk/client-s3';
+import {
+  S3Client, PutObjectCommand, CreateBucketCommand, ListObjectVersionsCommand, CreateMultipartUploadCommand, ListMultipartUploadsCommand,
+} from '@aws-sdk/client-s3';
 import { startStack, CREDENTIALS } from '../helpers/stack';
 import { python } from '../helpers/python';
 import { run } from '../helpers/run';
@@ -74,6 +76,46 @@ t.test('listings through the proxy equal one plain bucket', async (t) => {
       });
       t.ok(exact, `${name}: ${pages.length} full pages, truncated on all but the last, KeyCount exact`);
     }
+  });
+
+  await t.test('aws-sdk-js: ListObjectVersions and ListMultipartUploads, paged', async (t) => {
+    const walkVersions = async (client: S3Client, Bucket: string, Prefix: string, Delimiter?: string) => {
+      const out: string[] = [];
+      let KeyMarker: string | undefined;
+      let VersionIdMarker: string | undefined;
+      for (let i = 0; i < 1000; i++) {
+        const page = await client.send(new ListObjectVersionsCommand({ Bucket, Prefix, Delimiter, MaxKeys: 9, KeyMarker, VersionIdMarker }));
+        out.push(...(page.Versions ?? []).map((v) => `V:${v.Key}:${v.Size}:${v.IsLatest}`), ...(page.CommonPrefixes ?? []).map((p) => `P:${p.Prefix}`));
+        if (!page.IsTruncated) break;
+        KeyMarker = page.NextKeyMarker;
+        VersionIdMarker = page.NextVersionIdMarker;
+      }
+      return out.sort((a, b) => Buffer.compare(Buffer.from(a.slice(2)), Buffer.from(b.slice(2))));
+    };
+    for (const [prefix, delimiter] of [['tenant-a/', undefined], ['', '/'], ['tenant-b/blk-1', '/']] as const) {
+      t.same(await walkVersions(viaProxy, 'proxy-bucket', prefix, delimiter), await walkVersions(stack.direct, 'single', prefix, delimiter),
+        `versions ${JSON.stringify(prefix)} delimiter ${JSON.stringify(delimiter ?? '')}`);
+    }
+    const keys = ['tenant-a/blk-1/data.parquet', 'tenant-b/blk-7/data.parquet', 'tenant-b/blk-9/data.parquet'];
+    for (const Key of keys) {
+      await viaProxy.send(new CreateMultipartUploadCommand({ Bucket: 'proxy-bucket', Key }));
+      await stack.direct.send(new CreateMultipartUploadCommand({ Bucket: 'single', Key }));
+    }
+    const uploads = async (client: S3Client, Bucket: string) => {
+      const out: string[] = [];
+      let KeyMarker: string | undefined;
+      let UploadIdMarker: string | undefined;
+      for (let i = 0; i < 100; i++) {
+        const page = await client.send(new ListMultipartUploadsCommand({ Bucket, MaxUploads: 2, KeyMarker, UploadIdMarker }));
+        out.push(...(page.Uploads ?? []).map((u) => u.Key!));
+        if (!page.IsTruncated) break;
+        KeyMarker = page.NextKeyMarker;
+        UploadIdMarker = page.NextUploadIdMarker;
+      }
+      return out;
+    };
+    t.same(await uploads(viaProxy, 'proxy-bucket'), await uploads(stack.direct, 'single'), 'open uploads, two per page');
+    t.same(await uploads(viaProxy, 'proxy-bucket'), keys);
   });
 
   await t.test('minio-js: listObjects and listObjectsV2 streams', async (t) => {
