@@ -1,17 +1,10 @@
 import t from 'tap';
 import type { Test } from 'tap';
-import { spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, request as httpRequest } from 'node:http';
-import type { Server } from 'node:http';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { S3Client, ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { MINIO_PASSWORD, MINIO_USER, freePort, startMinio } from '../helpers/minio';
-import type { Minio } from '../helpers/minio';
-import { run } from '../helpers/run';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { SHARDS, ShardListing, buildProgram, checkPlacement, checkProxyLog, checkS3Answers, locate, readLines, sleep, startStack, waitFor } from './common';
+import type { Exchange } from './common';
 
 // Grafana Loki, built from source, storing its chunks and TSDB index through
 // the proxy (a child process, as deployed) into three shard buckets on MinIO:
@@ -21,8 +14,6 @@ import { run } from '../helpers/run';
 // has rewritten the index. Every object must sit in the shard the ring names,
 // and the streams' chunks must spread over all shards.
 
-const ROOT = resolve(__dirname, '..', '..');
-const SHARDS = ['shard1', 'shard2', 'shard3'];
 const VIRTUAL_BUCKET = 'loki';
 // auth_enabled: false stores everything under this tenant.
 const TENANT = 'fake';
@@ -46,121 +37,6 @@ const CHUNK_KEY = new RegExp(`^${TENANT}/([0-9a-f]+)/[0-9a-f]+:[0-9a-f]+:[0-9a-f
 // Ingesters ship one multi-tenant file per table; the compactor rewrites it
 // into per-tenant files under the tenant's directory.
 const INDEX_KEY = /^index\/(index_\d+)\/(?:([^/]+)\/)?[^/]+\.tsdb\.gz$/;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-// ---- processes: every child is killed at the end, also when tap gives up on us
-
-const children = new Set<ChildProcess>();
-function killAll(): void {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-}
-process.once('exit', killAll);
-for (const sig of ['SIGTERM', 'SIGINT'] as const) {
-  process.once(sig, () => { killAll(); process.exit(1); });
-}
-
-function spawnLogged(cmd: string, args: string[], logFile: string, env: NodeJS.ProcessEnv): ChildProcess {
-  const fd = openSync(logFile, 'a');
-  const child = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', fd, fd] });
-  closeSync(fd);
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  return child;
-}
-
-async function stopChild(child: ChildProcess): Promise<number | string | null> {
-  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode ?? child.signalCode;
-  const exited = new Promise<number | string | null>((r) => child.once('exit', (code, sig) => r(code ?? sig)));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-  const status = await exited;
-  clearTimeout(timer);
-  return status;
-}
-
-function readLines(file: string): string[] {
-  try {
-    return readFileSync(file, 'utf8').split('\n');
-  } catch {
-    return [];
-  }
-}
-const tail = (file: string, lines = 40) => readLines(file).slice(-lines).join('\n');
-
-async function waitHttp(url: string, child: ChildProcess, logFile: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last = '';
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(`${url}: the process exited (${child.exitCode ?? child.signalCode}):\n${tail(logFile)}`);
-    }
-    try {
-      const r = await fetch(url);
-      last = `${r.status} ${(await r.text()).slice(0, 200)}`;
-      if (r.status === 200) return;
-    } catch { /* not listening yet */ }
-    await sleep(250);
-  }
-  throw new Error(`${url} not ready after ${timeoutMs} ms (last answer ${last}):\n${tail(logFile)}`);
-}
-
-async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(1000);
-  }
-}
-
-// ---- a pass-through between Loki and the proxy that writes down every S3
-// call with the request headers that shape it, so the call mix can be told
-// and a wrong answer shown with the request that got it
-
-const NOTED_HEADERS = /^(range|if-match|if-none-match|if-modified-since|expect|content-encoding|transfer-encoding|content-md5|x-amz-trailer|x-amz-decoded-content-length|x-amz-sdk-checksum-algorithm|x-amz-checksum-.*|x-amz-storage-class|x-amz-tagging|x-amz-meta-.*)$/;
-
-interface Exchange { method: string; url: string; status: number; headers: Record<string, string>; body?: string }
-
-function startRecorder(target: number, logFile: string): Promise<{ server: Server; port: number; exchanges: Exchange[] }> {
-  const exchanges: Exchange[] = [];
-  const server = createServer((req, res) => {
-    const headers = { ...req.headers };
-    delete headers.connection;
-    const noted: Record<string, string> = {};
-    for (const [h, v] of Object.entries(req.headers)) if (NOTED_HEADERS.test(h)) noted[h] = String(v);
-    const sha = req.headers['x-amz-content-sha256'];
-    if (sha !== undefined) noted['x-amz-content-sha256'] = /^[0-9a-f]{64}$/.test(String(sha)) ? '<hex>' : String(sha);
-    // A connection of its own per call: a pooled one could be closed by the
-    // proxy just as it is reused, and that failure would be ours, not the proxy's.
-    const up = httpRequest({ host: '127.0.0.1', port: target, method: req.method, path: req.url, headers, agent: false }, (upRes) => {
-      res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-      const status = upRes.statusCode ?? 0;
-      const x: Exchange = { method: req.method ?? '', url: req.url ?? '', status, headers: noted };
-      const chunks: Buffer[] = [];
-      upRes.on('data', (c: Buffer) => { if (status >= 300) chunks.push(c); });
-      upRes.on('end', () => {
-        if (status >= 300) x.body = Buffer.concat(chunks).toString('utf8').slice(0, 2000);
-        exchanges.push(x);
-        appendFileSync(logFile, JSON.stringify(x) + '\n');
-      });
-      upRes.pipe(res);
-    });
-    up.on('error', (err) => {
-      const x = { method: req.method ?? '', url: req.url ?? '', status: 0, headers: noted, body: `proxy connection failed: ${err.message}` };
-      exchanges.push(x);
-      appendFileSync(logFile, JSON.stringify(x) + '\n');
-      res.destroy();
-    });
-    req.pipe(up);
-  });
-  // Longer than Go's idle connection reuse (90 s), for the same reason.
-  server.keepAliveTimeout = 120_000;
-  return new Promise((resolve) => {
-    server.listen(0, '127.0.0.1', () => resolve({ server, port: (server.address() as { port: number }).port, exchanges }));
-  });
-}
 
 /** `GET ?list-type,prefix=index/ [If-Match]`: the call's shape, with the
  * values of the query parameters that say what a listing walks. */
@@ -186,8 +62,7 @@ async function midnightBetweenShards(proxyConfig: string): Promise<{ midnight: n
   let day = Math.floor((Date.now() - 10 * 60_000) / DAY_MS);
   for (let i = 0; i < DAYS_BACK; i++, day--) {
     const tables = [`index_${day - 1}`, `index_${day}`];
-    const located = await run(process.execPath, [join(ROOT, 'bin', 'tempo-s3-shard'), 'locate', '--config', proxyConfig,
-      ...tables.map((tb) => `index/${tb}/x.tsdb.gz`)]);
+    const located = await locate(proxyConfig, tables.map((tb) => `index/${tb}/x.tsdb.gz`));
     if (located.status !== 0) throw new Error(`locate failed: ${located.stderr}`);
     const shards = located.stdout.trim().split('\n').map((l) => l.split('\t')[1]);
     if (shards[0] !== shards[1]) return { midnight: day * DAY_MS, tables, shards };
@@ -248,38 +123,6 @@ async function queryRange(port: number, query: string, startNs: bigint, endNs: b
   return { lines, labelsOf };
 }
 
-// ---- what is in the shard buckets, seen straight on MinIO
-
-class Storage {
-  /** every key ever seen, with the buckets it was seen in */
-  readonly seen = new Map<string, Set<string>>();
-
-  constructor(private readonly direct: S3Client) {}
-
-  async snapshot(): Promise<Map<string, string[]>> {
-    const out = new Map<string, string[]>();
-    for (const bucket of SHARDS) {
-      const keys: string[] = [];
-      let token: string | undefined;
-      do {
-        const page = await this.direct.send(new ListObjectsV2Command({ Bucket: bucket, ContinuationToken: token }));
-        for (const o of page.Contents ?? []) keys.push(o.Key!);
-        token = page.NextContinuationToken;
-      } while (token);
-      out.set(bucket, keys);
-      for (const k of keys) {
-        if (!this.seen.has(k)) this.seen.set(k, new Set());
-        this.seen.get(k)!.add(bucket);
-      }
-    }
-    return out;
-  }
-
-  static keys(snap: Map<string, string[]>): string[] {
-    return [...snap.values()].flat();
-  }
-}
-
 // ---- the run
 
 // Loki has two S3 clients: its own on aws-sdk-go-v2 (the default) and
@@ -292,87 +135,21 @@ const CLIENTS = [
 
 t.test('Grafana Loki on tempo-s3-shard', async (t) => {
   const started = Date.now();
-  const build = await run('bash', [join(__dirname, 'build-loki.sh')], { timeoutMs: 3_600_000 });
-  if (build.status !== 0) throw new Error(`build-loki.sh failed:\n${build.stderr}`);
-  const lokiBin = build.stdout.trim().split('\n').pop()!;
-  const version = await run(lokiBin, ['-version']);
-  t.comment(`${version.stdout.split('\n')[0]}; build-loki.sh took ${Math.round((Date.now() - started) / 1000)} s`);
-  for (const client of CLIENTS) await t.test(`with ${client.name}`, (t) => scenario(t, lokiBin, client.thanos));
+  const { bin, version } = await buildProgram('build-loki.sh');
+  t.comment(`${version}; build-loki.sh took ${Math.round((Date.now() - started) / 1000)} s`);
+  for (const client of CLIENTS) await t.test(`with ${client.name}`, (t) => scenario(t, bin, client.thanos));
 });
 
-async function scenario(t: Test, lokiBin: string, thanos: boolean): Promise<void> {
+async function scenario(t: Test, bin: string, thanos: boolean): Promise<void> {
   const started = Date.now();
-  const work = mkdtempSync(join(tmpdir(), 'tss-e2e-loki-'));
-  let minio: Minio | undefined;
-  let proxy: ChildProcess | undefined;
-  let recorder: Server | undefined;
-  let loki: ChildProcess | undefined;
-  t.teardown(async () => {
-    if (loki) await stopChild(loki);
-    if (recorder) await new Promise<void>((r) => recorder!.close(() => r()));
-    if (proxy) await stopChild(proxy);
-    if (minio) await minio.stop();
-    killAll();
-    if (t.passing()) rmSync(work, { recursive: true, force: true });
-    else console.error(`# Loki e2e: logs kept in ${work}`);
+  const stack = await startStack(t, {
+    name: 'Loki', bin, key: LOKI_KEY, virtualBucket: VIRTUAL_BUCKET,
+    ports: ['LOKI_HTTP_PORT', 'LOKI_GRPC_PORT', 'LOKI_MEMBERLIST_PORT'],
+    env: { LOKI_USE_THANOS_OBJSTORE: String(thanos) },
+    readyMs: 180_000, graceMs: 60_000,
   });
-
-  minio = await startMinio();
-  children.add(minio.process);
-  const s3 = new S3Client({
-    region: 'us-east-1', forcePathStyle: true, endpoint: minio.endpoint,
-    credentials: { accessKeyId: MINIO_USER, secretAccessKey: MINIO_PASSWORD },
-  });
-  t.teardown(() => s3.destroy());
-  const storage = new Storage(s3);
-
-  const proxyPort = await freePort();
-  const proxyConfig = join(work, 'proxy.json');
-  writeFileSync(proxyConfig, JSON.stringify({
-    listen_addr: `127.0.0.1:${proxyPort}`,
-    endpoint: minio.endpoint,
-    access_key_id: MINIO_USER,
-    secret_access_key: MINIO_PASSWORD,
-    region: 'us-east-1',
-    virtual_bucket: VIRTUAL_BUCKET,
-    buckets: SHARDS,
-    clients: [{ access_key_id: LOKI_KEY.accessKeyId, secret_access_key: LOKI_KEY.secretAccessKey }],
-    log_level: 'debug',
-  }, null, 2));
-  const proxyLog = join(work, 'proxy.log');
-  proxy = spawnLogged(process.execPath, [join(ROOT, 'bin', 'tempo-s3-shard'), '--config', proxyConfig], proxyLog, process.env);
-  await waitHttp(`http://127.0.0.1:${proxyPort}/healthz`, proxy, proxyLog, 30_000);
-
-  const s3Log = join(work, 's3-requests.log');
-  const rec = await startRecorder(proxyPort, s3Log);
-  recorder = rec.server;
-
-  const ports = {
-    LOKI_HTTP_PORT: await freePort(),
-    LOKI_GRPC_PORT: await freePort(),
-    LOKI_MEMBERLIST_PORT: await freePort(),
-  };
-  const lokiConfig = join(work, 'loki.yaml');
-  copyFileSync(join(__dirname, 'loki.yaml'), lokiConfig);
-  const lokiLogs: string[] = [];
-  const startLoki = async (n: number) => {
-    const dataDir = join(work, `loki-data-${n}`); // fresh WAL, TSDB and compactor directories each start
-    mkdirSync(dataDir);
-    const logFile = join(work, `loki-${n}.log`);
-    lokiLogs.push(logFile);
-    const env = {
-      ...process.env,
-      ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])),
-      LOKI_S3_PORT: String(rec.port),
-      LOKI_S3_ACCESS_KEY: LOKI_KEY.accessKeyId,
-      LOKI_S3_SECRET_KEY: LOKI_KEY.secretAccessKey,
-      LOKI_DATA_DIR: dataDir,
-      LOKI_USE_THANOS_OBJSTORE: String(thanos),
-    };
-    const child = spawnLogged(lokiBin, [`-config.file=${lokiConfig}`, '-config.expand-env=true'], logFile, env);
-    await waitHttp(`http://127.0.0.1:${ports.LOKI_HTTP_PORT}/ready`, child, logFile, 180_000);
-    return child;
-  };
+  const { ports } = stack;
+  const storage = new ShardListing(stack.s3);
   const metric = async (name: string): Promise<number | undefined> => {
     const text = await (await fetch(`http://127.0.0.1:${ports.LOKI_HTTP_PORT}/metrics`)).text();
     const values = text.split('\n').filter((l) => l.startsWith(name + ' ') || l.startsWith(name + '{')).map((l) => Number(l.split(' ').pop()));
@@ -380,14 +157,14 @@ async function scenario(t: Test, lokiBin: string, thanos: boolean): Promise<void
   };
 
   const runId = randomBytes(6).toString('hex');
-  const { midnight, tables, shards: tableShards } = await midnightBetweenShards(proxyConfig);
+  const { midnight, tables, shards: tableShards } = await midnightBetweenShards(stack.proxyConfig);
   const streams = makeStreams(runId, midnight - HOUR_MS, Math.min(midnight + HOUR_MS, Date.now() - 60_000));
   t.comment(`lines from ${new Date(midnight - HOUR_MS).toISOString()}, across the midnight between ${tables.join(' (' + tableShards[0] + ') and ')} (${tableShards[1]})`);
   const sent = streams.flatMap((s) => s.lines);
   const startNs = sent.reduce((m, l) => (l.ts < m ? l.ts : m), sent[0].ts);
   const endNs = sent.reduce((m, l) => (l.ts > m ? l.ts : m), sent[0].ts) + 1n;
   const chunkStreams = () => new Set([...storage.seen.keys()].map((k) => CHUNK_KEY.exec(k)?.[1]).filter((f): f is string => !!f));
-  const indexKeys = (snap: Map<string, string[]>) => Storage.keys(snap).filter((k) => INDEX_KEY.test(k));
+  const indexKeys = (snap: Map<string, string[]>) => [...snap.values()].flat().filter((k) => INDEX_KEY.test(k));
 
   // Every line comes back exactly once, from its stream, with its labels.
   const checkAnswer = (t: Test, what: string, got: QueryAnswer, want: Line[]) => {
@@ -443,7 +220,7 @@ async function scenario(t: Test, lokiBin: string, thanos: boolean): Promise<void
   };
 
   try {
-    loki = await startLoki(1);
+    await stack.startProgram(1);
 
     await t.test('log lines go in over the push API and their chunks reach the shards', async (t) => {
       for (let i = 0; i < streams.length; i += 5) await push(ports.LOKI_HTTP_PORT, streams.slice(i, i + 5));
@@ -463,7 +240,7 @@ async function scenario(t: Test, lokiBin: string, thanos: boolean): Promise<void
     });
 
     await t.test('on shutdown Loki ships its TSDB index to the shards', async (t) => {
-      const status = await stopChild(loki!);
+      const status = await stack.stopProgram();
       t.equal(status, 0, 'Loki stops cleanly');
       const index = await waitFor('a TSDB index file in each table', 30_000, async () => {
         const keys = indexKeys(await storage.snapshot());
@@ -474,9 +251,9 @@ async function scenario(t: Test, lokiBin: string, thanos: boolean): Promise<void
 
     await t.test('after a restart with empty local directories, every line is answered from object storage', async (t) => {
       // What the first Loki kept locally is in its own directory, out of the second's sight.
-      const first = join(work, 'loki-data-1');
+      const first = join(stack.work, 'loki-data-1');
       t.same(['tsdb-shipper-active', 'wal'].filter((d) => !existsSync(join(first, d))), [], 'the first Loki\'s WAL and TSDB head were under its own data directory');
-      loki = await startLoki(2);
+      await stack.startProgram(2);
       await queryAll(t, 'after restart');
     });
 
@@ -490,8 +267,8 @@ async function scenario(t: Test, lokiBin: string, thanos: boolean): Promise<void
       t.ok(compacted.length > 0, `compacted index: ${compacted.join(', ')}`);
       // The querier keeps a local copy of the index; from a fresh start it
       // can only have the compacted one.
-      await stopChild(loki!);
-      loki = await startLoki(3);
+      await stack.stopProgram();
+      await stack.startProgram(3);
       await queryAll(t, 'after compaction');
     });
   } catch (err) {
@@ -499,26 +276,9 @@ async function scenario(t: Test, lokiBin: string, thanos: boolean): Promise<void
   }
 
   await t.test('every object sits in the shard the ring names, and streams use every shard', async (t) => {
-    await storage.snapshot().catch(() => {});
-    const keys = [...storage.seen.keys()];
-    t.ok(keys.length > 0, `${keys.length} keys seen in the shards`);
-    const inSeveral = keys.filter((k) => storage.seen.get(k)!.size > 1);
-    t.same(inSeveral, [], 'no key in two shards');
+    await checkPlacement(t, storage, stack.proxyConfig);
 
-    const located = await run(process.execPath, [join(ROOT, 'bin', 'tempo-s3-shard'), 'locate', '--config', proxyConfig, ...keys]);
-    t.equal(located.status, 0, `locate exits 0 ${located.stderr}`);
-    const owner = new Map(located.stdout.trim().split('\n').filter(Boolean).map((l) => l.split('\t') as [string, string]));
-    const misplaced = keys.filter((k) => !storage.seen.get(k)!.has(owner.get(k) ?? '?'))
-      .map((k) => `${k} in ${[...storage.seen.get(k)!]}, locate says ${owner.get(k)}`);
-    t.same(misplaced, [], 'every key is in the bucket `locate` names');
-
-    const streamShards = new Map<string, Set<string>>();
-    for (const [k, buckets] of storage.seen) {
-      const fp = CHUNK_KEY.exec(k)?.[1];
-      if (!fp) continue;
-      if (!streamShards.has(fp)) streamShards.set(fp, new Set());
-      for (const b of buckets) streamShards.get(fp)!.add(b);
-    }
+    const streamShards = storage.bucketsBy(CHUNK_KEY);
     const split = [...streamShards].filter(([, s]) => s.size !== 1).map(([fp, s]) => `${fp}: ${[...s]}`);
     t.same(split, [], `each of the ${streamShards.size} streams has all its chunks in one shard`);
     const tableShardsSeen = tables.map((tb) => [...new Set([...storage.seen].filter(([k]) => INDEX_KEY.exec(k)?.[1] === tb).flatMap(([, b]) => [...b]))].join('+'));
@@ -530,7 +290,7 @@ async function scenario(t: Test, lokiBin: string, thanos: boolean): Promise<void
 
   await t.test('no storage errors: Loki log, proxy log, S3 answers', async (t) => {
     const storageWords = /s3|storage|object|bucket|chunk|index|tsdb|shipper|compact|flush|NoSuch|minio/i;
-    const lokiErrors = lokiLogs.flatMap(readLines).filter((l) => /level=error/.test(l));
+    const lokiErrors = stack.programLogs.flatMap(readLines).filter((l) => /level=error/.test(l));
     const storageErrors = lokiErrors.filter((l) => storageWords.test(l));
     // Start-up and shutdown leave a few (an empty ring, cancelled scheduler streams).
     const otherErrors = lokiErrors.filter((l) => !storageWords.test(l));
@@ -539,28 +299,16 @@ async function scenario(t: Test, lokiBin: string, thanos: boolean): Promise<void
     for (const l of storageErrors.slice(0, 30)) t.comment(`Loki storage error: ${l}`);
     t.equal(storageErrors.length, 0, 'no storage errors in Loki\'s log');
 
-    const proxyErrors = readLines(proxyLog).filter((l) => /"level":"error"/.test(l));
-    t.same(proxyErrors.slice(0, 30), [], `no errors in the proxy's log (${proxyErrors.length})`);
+    checkProxyLog(t, stack.proxyLog);
 
     const ops = new Map<string, number>();
-    for (const x of rec.exchanges) {
+    for (const x of stack.exchanges) {
       const k = `${callShape(x)} → ${x.status}`;
       ops.set(k, (ops.get(k) ?? 0) + 1);
     }
-    t.comment(`S3 calls Loki made (${rec.exchanges.length}):`);
+    t.comment(`S3 calls Loki made (${stack.exchanges.length}):`);
     for (const [k, n] of [...ops].sort()) t.comment(`  ${k} ×${n}`);
-    // A 404 to HEAD has no body; both clients read it as not found.
-    const notFound = rec.exchanges.filter((x) => x.status === 404 && (x.method === 'HEAD' || /<Code>NoSuchKey<\/Code>/.test(x.body ?? '')));
-    for (const x of notFound.slice(0, 10)) t.comment(`404 NoSuchKey: ${x.method} ${x.url}`);
-    const bad = rec.exchanges.filter((x) => (x.status >= 400 || x.status === 0) && !notFound.includes(x))
-      .map((x) => `${x.method} ${x.url} → ${x.status} ${x.body ?? ''}`);
-    t.same(bad.slice(0, 20), [], `no failed S3 answers other than NoSuchKey (${bad.length} of ${rec.exchanges.length} calls)`);
-
-    // Loki's calls went through only because they were signed with a key
-    // the proxy accepts: an unsigned one is turned away.
-    const anonymous = await fetch(`http://127.0.0.1:${proxyPort}/${VIRTUAL_BUCKET}/?list-type=2`);
-    await anonymous.text();
-    t.equal(anonymous.status, 403, 'the proxy refuses an unsigned request, so Loki\'s were signature-checked');
+    await checkS3Answers(t, stack);
   });
 
   t.comment(`this run took ${Math.round((Date.now() - started) / 1000)} s`);
