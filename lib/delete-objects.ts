@@ -30,6 +30,8 @@ export function parseDeleteRequest(xml: string): DeleteRequest {
   let current: Partial<ObjectId> | undefined;
   parser.onopentag = (tag) => {
     path.push(tag.name);
+    // Delete/Object/Key is as deep as this document goes.
+    if (path.length > 3) throw new S3Error('MalformedXML');
     text = '';
     if (path.join('/') === 'Delete/Object') current = {};
   };

@@ -61,8 +61,14 @@ export function xmlEscape(s: string): string {
     .replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f]/g, (c) => `&#x${c.charCodeAt(0).toString(16)};`);
 }
 
+// Error bodies must parse whatever the client sent: characters XML 1.0
+// cannot carry at all become U+FFFD there.
+function errorText(s: string): string {
+  return xmlEscape(s.replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]/g, '\ufffd'));
+}
+
 export function errorXml(err: S3Error, resource: string, requestId: string): string {
   return '<?xml version="1.0" encoding="UTF-8"?>\n' +
-    `<Error><Code>${err.code}</Code><Message>${xmlEscape(err.message)}</Message>` +
-    `<Resource>${xmlEscape(resource)}</Resource><RequestId>${requestId}</RequestId></Error>`;
+    `<Error><Code>${err.code}</Code><Message>${errorText(err.message)}</Message>` +
+    `<Resource>${errorText(resource)}</Resource><RequestId>${requestId}</RequestId></Error>`;
 }

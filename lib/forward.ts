@@ -71,6 +71,10 @@ export async function requestPayload(req: IncomingMessage, verify?: ChunkSignatu
     const length = Number(decoded);
     const decoder = new AwsChunkedDecoder({ kind, decodedLength: length, trailer: header(req, 'x-amz-trailer'), verify });
     req.on('error', (err) => decoder.destroy(err));
+    // Whoever reads the decoder sees its error; but a backend may answer
+    // (and its reader let go) before a bad frame arrives, and an error
+    // nobody listens for would take the whole process down.
+    decoder.on('error', () => {});
     req.pipe(decoder);
     if (length === 0) {
       // Nothing is held back from an empty payload: the framing (and any

@@ -232,6 +232,8 @@ interface Page {
 }
 
 /** One backend page, parsed with sax chunk by chunk as it streams. */
+const MAX_DEPTH = 16;
+
 class PageParser {
   private readonly parser = sax.parser(true);
   private readonly decoder = new TextDecoder('utf-8', { fatal: true });
@@ -248,6 +250,9 @@ class PageParser {
     };
     p.onopentag = (tag) => {
       this.depth += 1;
+      // S3 listings nest four deep (Contents/Owner/ID); anything far deeper
+      // is not a listing, and would cost stack to copy through.
+      if (this.depth > MAX_DEPTH) throw badGateway('XML nested deeper than any listing');
       if (this.depth === 1) {
         if (tag.name !== ROOT[kind]) throw badGateway(`<${tag.name}> where <${ROOT[kind]}> was expected`);
       } else if (this.capture.length > 0 || (this.depth === 2 && this.wanted(tag.name))) {
