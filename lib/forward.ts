@@ -29,7 +29,14 @@ const DROP_RESPONSE_HEADERS = new Set([
 // Query parameters that belong to the client's presigned URL or SDK routing,
 // not to the operation.
 function forwardQuery(query: URLSearchParams): [string, string][] {
-  return [...query].filter(([k]) => k !== 'x-id' && !/^x-amz-/i.test(k));
+  // A repeated parameter counts once, as S3 reads it: sent twice it would
+  // not match the signature, which covers the first value only.
+  const seen = new Set<string>();
+  return [...query].filter(([k]) => {
+    if (k === 'x-id' || /^x-amz-/i.test(k) || seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
 }
 
 export function forwardHeaders(headers: IncomingMessage['headers']): Record<string, string> {

@@ -53,6 +53,15 @@ export class ShardProxy {
     this.server = config.tls
       ? createHttpsServer({ connectionsCheckingInterval: 1_000, cert: readFileSync(config.tls.certFile), key: readFileSync(config.tls.keyFile) }, handler)
       : createServer({ connectionsCheckingInterval: 1_000 }, handler);
+    // What Node cannot even parse as HTTP still gets an S3 error body.
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+      if (!socket.writable || !err.code?.startsWith('HPE_')) {
+        socket.destroy();
+        return;
+      }
+      const body = errorXml(new S3Error('InvalidRequest', 'The request is not valid HTTP.'), '/', randomBytes(8).toString('hex').toUpperCase());
+      socket.end(`HTTP/1.1 400 Bad Request\r\nContent-Type: application/xml\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    });
     const { limits } = config;
     // Uploads of any size may take as long as they keep moving; a connection
     // that moves nothing for the idle timeout is dropped.
@@ -189,7 +198,9 @@ export class ShardProxy {
     // Nobody is left to answer.
     if (res.destroyed) return;
     const s3err = isS3Error(err) ? err : new S3Error('InternalError');
-    if (!isS3Error(err) || s3err.status >= 500) {
+    // NotImplemented is the client's doing; logging it as an error would let
+    // any client fill the error log.
+    if (!isS3Error(err) || (s3err.status >= 500 && s3err.code !== 'NotImplemented')) {
       this.log.error('request failed', { code: s3err.code, error: String((err as Error)?.message ?? err) });
     }
     if (res.headersSent) {
