@@ -59,8 +59,10 @@ export class ShardProxy {
         socket.destroy();
         return;
       }
-      const body = errorXml(new S3Error('InvalidRequest', 'The request is not valid HTTP.'), '/', randomBytes(8).toString('hex').toUpperCase());
-      socket.end(`HTTP/1.1 400 Bad Request\r\nContent-Type: application/xml\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      const requestId = randomBytes(8).toString('hex').toUpperCase();
+      const body = errorXml(new S3Error('InvalidRequest', 'The request is not valid HTTP.'), '/', requestId);
+      socket.end('HTTP/1.1 400 Bad Request\r\nServer: tempo-s3-shard\r\nContent-Type: application/xml\r\nX-Amz-Error-Code: InvalidRequest\r\n' +
+        `X-Amz-Request-Id: ${requestId}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
     });
     const { limits } = config;
     // Uploads of any size may take as long as they keep moving; a connection
