@@ -2,24 +2,10 @@ import t from 'tap';
 import { createHash } from 'node:crypto';
 import { crc32 as zlibCrc32 } from 'node:zlib';
 import { checksumAlgorithmFromHeader, createChecksum, type ChecksumAlgorithm } from '../lib/checksums';
+import { randomBuffer, rng } from './helpers/random';
 
 const ALGS: ChecksumAlgorithm[] = ['crc32', 'crc32c', 'crc64nvme', 'sha1', 'sha256'];
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), 1 | a);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function randomBuffer(next: () => number, n: number): Buffer {
-  const b = Buffer.allocUnsafe(n);
-  for (let i = 0; i < n; i++) b[i] = Math.floor(next() * 256);
-  return b;
-}
 
 function oneShot(alg: ChecksumAlgorithm, data: Buffer): string {
   const c = createChecksum(alg);

@@ -1,10 +1,7 @@
-import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import aws4 from 'aws4';
-import { startMinio, freePort, MINIO_USER, MINIO_PASSWORD } from '../helpers/minio';
+import { startMinio, MINIO_USER, MINIO_PASSWORD } from '../helpers/minio';
+import { startProxyProcess } from './proxy-process';
 import { Ring } from '../../lib/ring';
 
 // 100,000 Tempo-like keys spread over 8 shard buckets: keys per second
@@ -51,19 +48,9 @@ async function inParallel<T>(items: T[], n: number, fn: (item: T) => Promise<voi
 
 export async function listThroughput(): Promise<void> {
   const minio = await startMinio();
-  const dir = mkdtempSync(join(tmpdir(), 'tss-bench-list-'));
-  const port = await freePort();
-  const config = join(dir, 'config.json');
-  writeFileSync(config, JSON.stringify({
-    listen_addr: `127.0.0.1:${port}`, endpoint: minio.endpoint, access_key_id: MINIO_USER, secret_access_key: MINIO_PASSWORD,
-    buckets: SHARDS, log_level: 'warn',
-  }));
-  const proxy = spawn(process.execPath, [join(__dirname, '..', '..', '..', 'bin', 'tempo-s3-shard'), '--config', config, '--workers', '1'], { stdio: 'inherit' });
-  const endpoint = `http://127.0.0.1:${port}`;
+  const proxy = await startProxyProcess(minio.endpoint, SHARDS);
+  const endpoint = proxy.endpoint;
   try {
-    for (let i = 0; i < 100; i++) {
-      try { await request(`${endpoint}/healthz`).then((r) => r.body.dump()); break; } catch { await new Promise((r) => setTimeout(r, 100)); }
-    }
     await put(minio.endpoint, '/single');
     const ring = new Ring(SHARDS);
     const keys = Array.from({ length: KEYS }, (_, i) => `single-tenant/${(i * 2654435761 >>> 0).toString(16).padStart(8, '0')}-block/${['meta.json', 'data.parquet', 'bloom-0', 'index'][i % 4]}`);
@@ -75,34 +62,17 @@ export async function listThroughput(): Promise<void> {
     });
     console.log(`listing bench: wrote ${KEYS} keys over ${SHARDS.length} shards and into one bucket in ${((Date.now() - started) / 1000).toFixed(0)} s`);
     const direct = await listAll(minio.endpoint, 'single');
-    const rssBefore = currentRss(proxy.pid!);
-    resetPeak(proxy.pid!);
+    const rssBefore = proxy.rss();
+    proxy.resetPeak();
     const viaProxy = await listAll(endpoint, 'proxy-bucket');
-    const rss = peakRss(proxy.pid!);
+    const rss = proxy.peakRss();
     if (direct.keys !== KEYS || viaProxy.keys !== KEYS) throw new Error(`listed ${direct.keys} directly, ${viaProxy.keys} through the proxy, of ${KEYS}`);
     console.log(`LIST ${KEYS} keys   direct ${(direct.keys / direct.seconds).toFixed(0)} keys/s   proxy (${SHARDS.length} shards) ${(viaProxy.keys / viaProxy.seconds).toFixed(0)} keys/s   ratio ${(direct.seconds / viaProxy.seconds * 100).toFixed(0)}%`);
     console.log(`proxy peak RSS while listing ${(rss / 1024 / 1024).toFixed(1)} MiB (idle before: ${(rssBefore / 1024 / 1024).toFixed(1)} MiB)`);
   } finally {
-    proxy.kill('SIGTERM');
+    proxy.stop();
     await agent.close();
     await minio.stop();
-    rmSync(dir, { recursive: true, force: true });
   }
 }
 
-// Start-up (compiling the modules) peaks above where the process then
-// settles; writing 5 to clear_refs resets the peak, so what is measured is
-// the transfer's own.
-function resetPeak(pid: number): void {
-  writeFileSync(`/proc/${pid}/clear_refs`, '5');
-}
-
-function currentRss(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) * 1024 : NaN;
-}
-
-function peakRss(pid: number): number {
-  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) * 1024 : NaN;
-}

@@ -1,0 +1,52 @@
+import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { request } from 'undici';
+import { freePort, MINIO_USER, MINIO_PASSWORD } from '../helpers/minio';
+
+// The proxy as users run it (the installed command, one worker), so its
+// memory can be read from /proc while a bench drives it.
+
+export interface ProxyProcess {
+  endpoint: string;
+  /** Forgets the start-up peak (compiling the modules), so `peakRss` is the bench's own. */
+  resetPeak(): void;
+  rss(): number;
+  peakRss(): number;
+  stop(): void;
+}
+
+export async function startProxyProcess(minioEndpoint: string, buckets: string[]): Promise<ProxyProcess> {
+  const dir = mkdtempSync(join(tmpdir(), 'tss-bench-'));
+  const port = await freePort();
+  const config = join(dir, 'config.json');
+  writeFileSync(config, JSON.stringify({
+    listen_addr: `127.0.0.1:${port}`, endpoint: minioEndpoint, access_key_id: MINIO_USER, secret_access_key: MINIO_PASSWORD,
+    buckets, log_level: 'warn',
+  }));
+  const child = spawn(process.execPath, [join(__dirname, '..', '..', '..', 'bin', 'tempo-s3-shard'), '--config', config, '--workers', '1'], { stdio: 'inherit' });
+  const endpoint = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 100; i++) {
+    try {
+      await request(`${endpoint}/healthz`).then((r) => r.body.dump());
+      break;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  const status = (field: string) => {
+    const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : NaN;
+  };
+  return {
+    endpoint,
+    resetPeak: () => writeFileSync(`/proc/${child.pid}/clear_refs`, '5'),
+    rss: () => status('VmRSS'),
+    peakRss: () => status('VmHWM'),
+    stop: () => {
+      child.kill('SIGTERM');
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
