@@ -836,7 +836,10 @@ t.test('raw HTTP fuzz against the proxy on MinIO', async (t) => {
     const a = x.answers[0];
     const code = a && a.status >= 400 ? errorCode(a.body).code ?? a.headers.get('x-amz-error-code')?.[0] : undefined;
     pristine.push(`${a?.status ?? 'no answer'}${code ? ` ${code}` : ''}`);
-    if (!a || AUTH_CODES.has(code ?? '')) t.fail(`the sound signed request ${c.summary} got ${pristine[pristine.length - 1]}`, { bytes: shown(c.bytes) });
+    // An answer relayed from MinIO (copying a key onto itself is its
+    // InvalidRequest) shows the request got past authentication.
+    const fromBackend = a?.headers.get('server')?.[0] === 'MinIO';
+    if (!a || (AUTH_CODES.has(code ?? '') && !fromBackend)) t.fail(`the sound signed request ${c.summary} got ${pristine[pristine.length - 1]}`, { bytes: shown(c.bytes) });
   }
   t.comment(`sound signed requests: ${pristine.join(', ')}`);
 
