@@ -249,7 +249,6 @@ export async function respond(res: ServerResponse, upstream: Dispatcher.Response
   }
   const text = (await readCapped(upstream.body, MAX_REWRITTEN_BODY)).toString('utf8');
   const body = Buffer.from(rewriteBucketNames(text, backend, vb, s3, req));
-  delete headers['content-length'];
   headers['content-length'] = String(body.length);
   res.writeHead(upstream.statusCode, headers);
   res.end(body);
