@@ -11,7 +11,7 @@ export TSS_CACHE
 export MINIO_BIN
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: all deps build test unit demo bench clean minio python
+.PHONY: all deps build test unit demo bench clean minio python zstd
 
 all: build
 
@@ -52,8 +52,14 @@ unit: build
 demo: deps build
 	bash compose/local-demo.sh
 
-bench: deps build
-	node dist/test/bench/run.js
+# warp (MinIO's benchmark tool) is built once into $(TSS_CACHE)/warp; zstd
+# reads the operation records it writes.
+bench: deps build zstd
+	WARP_BIN=$$(bash test/bench/build-warp.sh) node dist/test/bench/run.js
+
+zstd:
+	@command -v zstd >/dev/null || { apt-cache policy zstd | grep -q 'Candidate: [0-9]' || apt-get update; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y zstd; }
 
 clean:
 	rm -rf dist

@@ -39,7 +39,7 @@ async function s3(endpoint: string, method: 'PUT' | 'GET', path: string): Promis
   return Number(process.hrtime.bigint() - started) / 1e9;
 }
 
-export async function objectThroughput(): Promise<void> {
+export async function objectThroughput(print: (line: string) => void): Promise<void> {
   const minio = await startMinio();
   const proxy = await startProxyProcess(minio.endpoint, ['shard1', 'shard2', 'shard3']);
   const endpoint = proxy.endpoint;
@@ -55,14 +55,14 @@ export async function objectThroughput(): Promise<void> {
     const proxyGet = await s3(endpoint, 'GET', `/proxy-bucket/${key}`);
     const rss = proxy.peakRss();
     const row = (name: string, direct: number, viaProxy: number) =>
-      console.log(`${name.padEnd(4)} direct ${(mib / direct).toFixed(0).padStart(5)} MiB/s   proxy ${(mib / viaProxy).toFixed(0).padStart(5)} MiB/s   ratio ${(direct / viaProxy * 100).toFixed(0)}%`);
-    console.log(`object ${mib} MiB through the proxy (3 shards) vs MinIO directly`);
+      print(`${name.padEnd(4)} direct ${(mib / direct).toFixed(0).padStart(5)} MiB/s   proxy ${(mib / viaProxy).toFixed(0).padStart(5)} MiB/s   ratio ${(direct / viaProxy * 100).toFixed(0)}%`);
+    print(`object ${mib} MiB through the proxy (3 shards) vs MinIO directly`);
     row('PUT', directPut, proxyPut);
     row('GET', directGet, proxyGet);
     const mb = (n: number) => (n / 1024 / 1024).toFixed(1);
-    console.log(`proxy peak RSS during the transfers ${mb(rss)} MiB (idle before: ${mb(idleRss)} MiB; peak during the PUT ${mb(putRss)} MiB)`);
+    print(`proxy peak RSS during the transfers ${mb(rss)} MiB (idle before: ${mb(idleRss)} MiB; peak during the PUT ${mb(putRss)} MiB)`);
   } finally {
-    proxy.stop();
+    await proxy.stop();
     await minio.stop();
   }
 }

@@ -14,10 +14,21 @@ export interface ProxyProcess {
   resetPeak(): void;
   rss(): number;
   peakRss(): number;
-  stop(): void;
+  /** CPU time (user + system) the proxy has used so far. */
+  cpuSeconds(): number;
+  /** Resolves once the process has exited (and written any --cpu-prof profile). */
+  stop(): Promise<void>;
 }
 
-export async function startProxyProcess(minioEndpoint: string, buckets: string[]): Promise<ProxyProcess> {
+/** CPU time (user + system) a process has used: utime and stime, fields 14
+ * and 15 of /proc/PID/stat, in clock ticks (100 per second on Linux); the
+ * command name before them may hold spaces. */
+export function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+export async function startProxyProcess(minioEndpoint: string, buckets: string[], nodeArgs: string[] = []): Promise<ProxyProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'tss-bench-'));
   const port = await freePort();
   const config = join(dir, 'config.json');
@@ -25,7 +36,7 @@ export async function startProxyProcess(minioEndpoint: string, buckets: string[]
     listen_addr: `127.0.0.1:${port}`, endpoint: minioEndpoint, access_key_id: MINIO_USER, secret_access_key: MINIO_PASSWORD,
     buckets, log_level: 'warn',
   }));
-  const child = spawn(process.execPath, [join(__dirname, '..', '..', '..', 'bin', 'tempo-s3-shard'), '--config', config, '--workers', '1'], { stdio: 'inherit' });
+  const child = spawn(process.execPath, [...nodeArgs, join(__dirname, '..', '..', '..', 'bin', 'tempo-s3-shard'), '--config', config, '--workers', '1'], { stdio: 'inherit' });
   const endpoint = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 100; i++) {
     try {
@@ -44,8 +55,13 @@ export async function startProxyProcess(minioEndpoint: string, buckets: string[]
     resetPeak: () => writeFileSync(`/proc/${child.pid}/clear_refs`, '5'),
     rss: () => status('VmRSS'),
     peakRss: () => status('VmHWM'),
-    stop: () => {
-      child.kill('SIGTERM');
+    cpuSeconds: () => cpuSeconds(child.pid!),
+    stop: async () => {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        await exited;
+      }
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -2,7 +2,7 @@
 # Builds Grafana Loki once into $TSS_CACHE/loki/<version>/loki and prints the
 # binary's path; later runs reuse it.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/build-go-module.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../helpers/build-go-module.sh"
 
 name=Loki
 module=github.com/grafana/loki/v3

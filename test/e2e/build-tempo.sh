@@ -2,7 +2,7 @@
 # Builds Grafana Tempo once into $TSS_CACHE/tempo/<version>/tempo and prints
 # the binary's path; later runs reuse it.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/build-go-module.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../helpers/build-go-module.sh"
 
 # Tempo's v2.x tags have no /v2 module path, so the module proxy knows them
 # only as pseudo-versions of v1. This one is main at 2025-05-29, just after

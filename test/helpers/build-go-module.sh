@@ -1,13 +1,14 @@
 # shellcheck shell=bash disable=SC2154,SC2164
 # (the variables below are set, and set -euo pipefail, by the sourcing script)
 
-# Sourced by build-tempo.sh and build-loki.sh. Grafana's programs cannot be
-# built with `go install` (their go.mod has replace directives), so the module
-# is downloaded and built as a main module in a scratch copy, once, into
-# $TSS_CACHE/<name>/<version>/<name>.
+# Sourced by test/e2e/build-tempo.sh, build-loki.sh and test/bench/build-warp.sh.
+# Grafana's programs cannot be built with `go install` (their go.mod has
+# replace directives), and the checksum database does not answer for every
+# version the module proxy serves here, so the module is downloaded and built
+# as a main module in a scratch copy, once, into $TSS_CACHE/<name>/<version>/<name>.
 #
 # build_go_module reads:
-#   name        Tempo or Loki; lower-cased, the binary's and cache's name
+#   name        Tempo, Loki or Warp; lower-cased, the binary's and cache's name
 #   module      the Go module, version its version
 #   label       the version as the build messages give it
 #   main_pkg    the main package within the module
