@@ -15,6 +15,14 @@ function labelText(labels: Labels): string {
   return parts.length ? `{${parts.join(',')}}` : '';
 }
 
+// A family's series are told apart while counting by their label values
+// alone (a family always gives its labels in the same order, and no value
+// holds a newline); escaping them for the exposition format on every request
+// showed in the profile, so that waits for rendering.
+function seriesKey(labels: Labels): string {
+  return Object.values(labels).join('\n');
+}
+
 interface Series { labels: Labels; value: number; counts?: number[]; sum?: number }
 
 // A family keeps its series by label text, so series from other worker
@@ -55,7 +63,7 @@ class Counter extends Family {
   }
 
   add(labels: Labels, n = 1): void {
-    const key = labelText(labels);
+    const key = seriesKey(labels);
     const v = this.series.get(key);
     if (v) v.value += n;
     else this.series.set(key, { labels, value: n });
@@ -72,7 +80,7 @@ class Histogram extends Family {
   }
 
   observe(labels: Labels, value: number): void {
-    const key = labelText(labels);
+    const key = seriesKey(labels);
     let s = this.series.get(key);
     if (!s) {
       s = { labels, counts: BUCKETS.map(() => 0), sum: 0, value: 0 };
