@@ -34,7 +34,9 @@ export async function startProxyProcess(minioEndpoint: string, buckets: string[]
   const config = join(dir, 'config.json');
   writeFileSync(config, JSON.stringify({
     listen_addr: `127.0.0.1:${port}`, endpoint: minioEndpoint, access_key_id: MINIO_USER, secret_access_key: MINIO_PASSWORD,
-    buckets, log_level: 'warn',
+    // Errors only: the warning that no client authentication is configured
+    // would otherwise interleave with the figures.
+    buckets, log_level: 'error',
   }));
   const child = spawn(process.execPath, [...nodeArgs, join(__dirname, '..', '..', '..', 'bin', 'tempo-s3-shard'), '--config', config, '--workers', '1'], { stdio: 'inherit' });
   const endpoint = `http://127.0.0.1:${port}`;

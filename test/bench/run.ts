@@ -18,11 +18,12 @@ async function main(): Promise<void> {
     lines.push(line);
   };
   const started = Date.now();
-  const minioVersion = execFileSync(minioBinary(), ['--version']).toString().split('\n')[0];
+  // `go install` builds report no release; the module version names the commit.
+  const minioVersion = /^\s*mod\s+\S+\s+(\S+)/m.exec(execFileSync('go', ['version', '-m', minioBinary()]).toString())?.[1] ?? 'unknown';
   print('# tempo-s3-shard benchmark results');
   print('');
   print(`Written by \`make bench\` on ${new Date().toISOString()}: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ` +
-    `${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, ${minioVersion}, warp v1.3.1. ` +
+    `${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, MinIO ${minioVersion}, warp v1.3.1. ` +
     'Client, MinIO and proxy share the machine.');
   print('');
   print('## warp');
