@@ -15,7 +15,7 @@ import { summarise } from './profile';
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
 const DURATION = process.env.BENCH_WARP_DURATION ?? '5s';
 const MiB = 1024 * 1024;
-const SETTLE_MS = 10_000;
+const SETTLE_MS = 5_000;
 const GiB = 1024 * MiB;
 
 interface Workload {
@@ -28,13 +28,13 @@ interface Workload {
 const WORKLOADS: Workload[] = [
   { name: 'GET 4 KiB', args: ['get', '--obj.size', '4KiB', '--objects', '1000', '--concurrent', '20'], ops: ['GET'] },
   { name: 'GET 1 MiB', args: ['get', '--obj.size', '1MiB', '--objects', '100', '--concurrent', '8'], ops: ['GET'] },
-  { name: 'GET 64 MiB', args: ['get', '--obj.size', '64MiB', '--objects', '8', '--concurrent', '4'], ops: ['GET'] },
+  { name: 'GET 64 MiB', args: ['get', '--obj.size', '64MiB', '--objects', '4', '--concurrent', '4'], ops: ['GET'] },
   { name: 'PUT 4 KiB', args: ['put', '--obj.size', '4KiB', '--concurrent', '20'], ops: ['PUT'] },
   { name: 'PUT 1 MiB', args: ['put', '--obj.size', '1MiB', '--concurrent', '8'], ops: ['PUT'] },
   // minio-go uploads an object this size in 16 MiB parts.
   { name: 'PUT 64 MiB', args: ['put', '--obj.size', '64MiB', '--concurrent', '4'], ops: ['PUT'] },
   { name: 'mixed 1 MiB', args: ['mixed', '--obj.size', '1MiB', '--objects', '200', '--concurrent', '8'], ops: ['GET', 'PUT', 'STAT', 'DELETE'] },
-  { name: 'LIST 1000 keys', args: ['list', '--obj.size', '1KiB', '--objects', '4000', '--max-keys', '1000', '--concurrent', '4'], ops: ['LIST'] },
+  { name: 'LIST 500 keys a page', args: ['list', '--obj.size', '1KiB', '--objects', '2000', '--max-keys', '1000', '--concurrent', '4'], ops: ['LIST'] },
   { name: 'multipart 5 MiB parts', args: ['multipart-put', '--parts', '10', '--part.size', '5MiB', '--part.concurrent', '4', '--concurrent', '2'], ops: ['PUTPART'] },
 ];
 
