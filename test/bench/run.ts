@@ -26,29 +26,35 @@ async function main(): Promise<void> {
     `${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, MinIO ${minioVersion}, warp v1.3.1. ` +
     'Client, MinIO and proxy share the machine.');
   print('');
+  const sections: string[] = [];
+  const timed = async (name: string, run: () => Promise<void> | void) => {
+    const t0 = Date.now();
+    await run();
+    sections.push(`${name} ${((Date.now() - t0) / 60_000).toFixed(1)}`);
+  };
   print('## warp');
   print('');
-  await warpBench(print);
+  await timed('warp', () => warpBench(print));
   print('');
   print('## One 1 GiB object, one stream');
   print('');
   print('```');
-  await objectThroughput(print);
+  await timed('1 GiB', () => objectThroughput(print));
   print('```');
   print('');
   print('## Listing');
   print('');
   print('```');
-  await listThroughput(print);
+  await timed('listing', () => listThroughput(print));
   print('```');
   print('');
   print('## Placement');
   print('');
   print('```');
-  placementBench(print);
+  await timed('placement', () => placementBench(print));
   print('```');
   print('');
-  print(`The whole run took ${((Date.now() - started) / 60_000).toFixed(1)} min.`);
+  print(`The whole run took ${((Date.now() - started) / 60_000).toFixed(1)} min (${sections.join(', ')}).`);
   writeFileSync(join(__dirname, '..', '..', '..', 'test', 'bench', 'RESULTS.md'), lines.join('\n') + '\n');
 }
 

@@ -50,8 +50,9 @@ async function waitReady(endpoint: string, child: ChildProcess, log: () => strin
   throw new Error(`minio did not become ready: ${log()}`);
 }
 
-export async function startMinio(): Promise<Minio> {
-  const dir = mkdtempSync(join(tmpdir(), 'tss-minio-'));
+/** `parent` holds the data directory; by default the system's temporary directory. */
+export async function startMinio(parent = tmpdir()): Promise<Minio> {
+  const dir = mkdtempSync(join(parent, 'tss-minio-'));
   const port = await freePort();
   const endpoint = `http://127.0.0.1:${port}`;
   let output = '';
