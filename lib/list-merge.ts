@@ -9,7 +9,8 @@
 import { crc32 } from 'node:zlib';
 import sax from 'sax';
 import { S3Error, isS3Error } from './errors';
-import { type Entry, type EntryElement, type XmlNode, renderListing } from './list-xml';
+import { type Entry, type EntryElement, type XmlNode, renderFields, renderListing } from './list-xml';
+import type { ListingCache } from './list-cache';
 
 export type ListKind = 'v1' | 'v2' | 'versions' | 'uploads';
 
@@ -198,7 +199,12 @@ function badGateway(detail: string): S3Error {
 /** Names come url-encoded (`encoding-type=url`) so that any byte survives XML;
  * backends encode the way S3 does, a space as `+`. */
 function decodeBackendName(text: string): Pick<Entry, 'name' | 'bytes'> {
-  if (!/[%+]/.test(text)) return { name: text, bytes: Buffer.from(text, 'utf8') };
+  // The name is read back from the bytes, not taken from the parser: its
+  // text is a slice of the whole page's, which a kept entry would hold on to.
+  if (!/[%+]/.test(text)) {
+    const bytes = Buffer.from(text, 'utf8');
+    return { name: bytes.toString('utf8'), bytes };
+  }
   const bytes: number[] = [];
   for (let i = 0; i < text.length;) {
     const c = text[i];
@@ -245,7 +251,8 @@ class PageParser {
   private depth = 0;
   private closed = false;
 
-  constructor(private readonly kind: ListKind) {
+  /** `withOwner`: the client asked for owners (ListObjects V1 always does). */
+  constructor(private readonly kind: ListKind, private readonly withOwner: boolean) {
     const p = this.parser;
     p.onerror = (err) => {
       throw badGateway(err.message.split('\n')[0]);
@@ -293,7 +300,7 @@ class PageParser {
     const idField = ID_FIELD[element];
     const id = idField ? child(idField) : undefined;
     if (idField && id === undefined) throw badGateway(`<${element}> without <${idField}>`);
-    this.entries.push({ element, ...decodeBackendName(nameText), id, fields: node.children });
+    this.entries.push({ element, ...decodeBackendName(nameText), id, fields: renderFields(node.children, this.withOwner) });
   }
 
   write(chunk: string | Buffer): void {
@@ -338,8 +345,8 @@ class PageParser {
   }
 }
 
-async function readPage(body: NodeJS.ReadableStream, kind: ListKind): Promise<Page> {
-  const parser = new PageParser(kind);
+async function readPage(body: NodeJS.ReadableStream, kind: ListKind, withOwner: boolean): Promise<Page> {
+  const parser = new PageParser(kind, withOwner);
   try {
     for await (const chunk of body) parser.write(chunk);
   } catch (err) {
@@ -356,18 +363,38 @@ class ShardCursor {
   private entries: Entry[] = [];
   private pos = 0;
   private next: Record<string, string> | undefined;
-  private readonly controller = new AbortController();
+  private fetchPage!: ShardPageFetcher;
+  private controller!: AbortController;
   private inFlight = false;
   private released = false;
 
   constructor(
     readonly index: number,
-    private readonly fetchPage: ShardPageFetcher,
+    fetchPage: ShardPageFetcher,
     private readonly kind: ListKind,
     private readonly base: Record<string, string>,
     first: Record<string, string>,
   ) {
     this.next = first;
+    this.serve(fetchPage);
+  }
+
+  /** Serves a client request: a cursor kept from an earlier page goes on
+   * with this request's fetcher, to be released with it. */
+  serve(fetchPage: ShardPageFetcher): this {
+    this.fetchPage = fetchPage;
+    this.controller = new AbortController();
+    this.released = false;
+    return this;
+  }
+
+  get busy(): boolean {
+    return this.inFlight;
+  }
+
+  /** Entries fetched and not used yet. */
+  get buffered(): number {
+    return this.entries.length - this.pos;
   }
 
   get head(): Entry | undefined {
@@ -387,12 +414,19 @@ class ShardCursor {
     while (this.head && !isAfter(this.head, p)) this.pos += 1;
   }
 
+  /** Lets go of the entries already used. */
+  compact(): void {
+    this.entries = this.entries.slice(this.pos);
+    this.pos = 0;
+  }
+
   async load(maxKeys: number): Promise<void> {
     const query = { ...this.base, ...this.next, [this.kind === 'uploads' ? 'max-uploads' : 'max-keys']: String(maxKeys) };
     if (this.released) throw new S3Error('ServiceUnavailable', 'The listing was released.');
     this.inFlight = true;
     try {
-      const page = await readPage(await this.fetchPage(query, this.controller.signal), this.kind);
+      const withOwner = this.kind === 'versions' || this.kind === 'uploads' || this.base['fetch-owner'] === 'true';
+      const page = await readPage(await this.fetchPage(query, this.controller.signal), this.kind, withOwner);
       this.entries = page.entries;
       this.pos = 0;
       this.next = page.next && this.resumeAfter(page, query);
@@ -502,14 +536,17 @@ class Merger {
   /** Cursors whose page is used up, fetched only when their next entry is needed. */
   private waiting: ShardCursor[] = [];
 
+  /** `kept`: the cursors an earlier page left at `start`, by shard; a shard
+   * without one starts over after `start`. */
   constructor(private readonly req: ListRequest, private readonly start: Position | undefined, shards: ShardPageFetcher[],
-    rank?: ShardRank) {
+    rank?: ShardRank, kept?: ListingState) {
     this.heap = new CursorHeap(rank);
     const base = backendBase(req);
     // Only a shard that may hold the marker's key gets its version or upload
     // id: given a key it does not have, MinIO skips the key after it too.
     const mayHold = (i: number) => !rank || !start || rank(start.name, i) < shards.length;
-    this.cursors = shards.map((fetch, i) => new ShardCursor(i, fetch, req.kind, base, backendStart(req, start, mayHold(i))));
+    this.cursors = shards.map((fetch, i) => kept?.cursors[i]?.serve(fetch) ??
+      new ShardCursor(i, fetch, req.kind, base, backendStart(req, start, mayHold(i))));
   }
 
   /** Backend max-keys: what this page still needs, plus one entry to tell
@@ -532,6 +569,7 @@ class Merger {
   async run(signal: AbortSignal): Promise<{ entries: Entry[]; truncated: boolean }> {
     // A shard resumed after a common prefix may answer that prefix again first.
     await this.load(this.cursors, this.firstBudget(), signal);
+    for (const c of this.cursors) if (c.head) this.heap.push(c);
     let last = this.start;
     while (this.page.length < this.req.maxKeys) {
       const e = await this.pop(signal);
@@ -543,14 +581,13 @@ class Merger {
     return { entries: this.page, truncated: await this.anyAfter(last!) };
   }
 
-  /** Fetches the next page of every given cursor at once, until each has an
-   * entry or is done, and puts them in the heap. */
+  /** Fetches the next page of every given cursor that has used up its page,
+   * all at once, until each has an entry or is done. */
   private async load(cursors: ShardCursor[], maxKeys: number, signal: AbortSignal): Promise<void> {
-    for (let pending = cursors; pending.length > 0; pending = pending.filter((c) => c.needsPage)) {
+    for (let pending = cursors.filter((c) => c.needsPage); pending.length > 0; pending = pending.filter((c) => c.needsPage)) {
       await Promise.all(pending.map((c) => c.load(maxKeys)));
       signal.throwIfAborted();
     }
-    for (const c of cursors) if (c.head) this.heap.push(c);
   }
 
   /** The smallest entry of all shards. */
@@ -559,6 +596,7 @@ class Merger {
       const waiting = this.waiting;
       this.waiting = [];
       await this.load(waiting, this.budget(), signal);
+      for (const c of waiting) if (c.head) this.heap.push(c);
     }
     const top = this.heap.peek();
     if (!top) return undefined;
@@ -595,9 +633,40 @@ class Merger {
     });
   }
 
+  /** What the next page, starting after `last`, goes on from. A cursor still
+   * fetching (a probe of anyAfter no longer needed) is left out: its shard
+   * starts over. */
+  keep(last: Position): { state: ListingState; weight: number } {
+    let weight = 0;
+    const cursors = this.cursors.map((c) => {
+      if (c.busy) return undefined;
+      c.skipUpTo(last);
+      c.compact();
+      weight += c.buffered;
+      return c;
+    });
+    return { state: { cursors }, weight };
+  }
+
   release(): void {
     for (const c of this.cursors) c.release();
   }
+}
+
+/** Where each shard's listing stands after a page: kept in a ListingCache. */
+export interface ListingState {
+  readonly cursors: readonly (ShardCursor | undefined)[];
+}
+
+/** Which cached listing a request goes on from: the same backend query, resumed at the same position. */
+function cacheKey(req: ListRequest, start: Position | undefined): string {
+  return JSON.stringify([backendBase(req), start?.name ?? null, start?.id ?? null]);
+}
+
+export interface MergeOptions {
+  rank?: ShardRank;
+  /** Listings in progress of this set of shards. */
+  cache?: ListingCache<ListingState>;
 }
 
 /**
@@ -609,18 +678,23 @@ export async function* mergeListing(
   req: ListRequest,
   shards: ShardPageFetcher[],
   signal: AbortSignal,
-  rank?: ShardRank,
+  { rank, cache }: MergeOptions = {},
 ): AsyncIterable<string> {
   signal.throwIfAborted();
   const start = startPosition(req);
   let result: { entries: Entry[]; truncated: boolean } = { entries: [], truncated: false };
   // S3 answers max-keys=0 with an empty page that is not truncated.
   if (req.maxKeys > 0 && start !== 'end') {
-    const merger = new Merger(req, start, shards, rank);
+    const merger = new Merger(req, start, shards, rank, cache?.take(cacheKey(req, start)));
     const onAbort = (): void => merger.release();
     signal.addEventListener('abort', onAbort, { once: true });
     try {
       result = await merger.run(signal);
+      if (cache && result.truncated) {
+        const last = result.entries[result.entries.length - 1];
+        const { state, weight } = merger.keep(last);
+        cache.put(cacheKey(req, last), state, weight);
+      }
     } finally {
       signal.removeEventListener('abort', onAbort);
       merger.release();

@@ -21,8 +21,9 @@ export interface Entry {
   bytes: Buffer;
   /** VersionId or UploadId. */
   id: string | undefined;
-  /** The entry's child elements as the backend sent them (Key is rewritten on output). */
-  fields: XmlNode[];
+  /** The entry's child elements but its Key, as XML, in the backend's order;
+   * written when the page is parsed, as entries may be kept between pages. */
+  fields: string;
 }
 
 const S3_XMLNS = 'http://s3.amazonaws.com/doc/2006-03-01/';
@@ -31,8 +32,10 @@ const CHUNK = 16 * 1024;
 // A literal CR would reach the client as LF after XML end-of-line
 // normalisation; a character reference survives.
 function escapeText(s: string): string {
+  if (!NEEDS_ESCAPE.test(s)) return s;
   return xmlEscape(s).replace(/\r/g, '&#13;');
 }
+const NEEDS_ESCAPE = /[&<>"'\r\u0000-\u0008\u000b\u000c\u000e-\u001f]/;
 
 const UNRESERVED = /[A-Za-z0-9\-_.~/]/;
 
@@ -52,14 +55,18 @@ function renderNode(n: XmlNode): string {
   return `<${n.name}>${inner}</${n.name}>`;
 }
 
-function renderEntry(e: Entry, name: string, withOwner: boolean): string {
+/** An entry's child elements but Key (rewritten on output), and Owner only
+ * if the client asked for it: some backends send it anyway. */
+export function renderFields(children: readonly XmlNode[], withOwner: boolean): string {
+  // join() writes one flat string: built with +=, an entry kept between
+  // pages would hold a tree of some twenty string pieces.
+  return children.filter((f) => f.name !== 'Key' && (f.name !== 'Owner' || withOwner)).map(renderNode).join('');
+}
+
+// S3 and MinIO write Key first; so does this.
+function renderEntry(e: Entry, name: string): string {
   if (e.element === 'CommonPrefixes') return `<CommonPrefixes><Prefix>${name}</Prefix></CommonPrefixes>`;
-  let out = `<${e.element}>`;
-  for (const f of e.fields) {
-    if (f.name === 'Key') out += `<Key>${name}</Key>`;
-    else if (f.name !== 'Owner' || withOwner) out += renderNode(f);
-  }
-  return `${out}</${e.element}>`;
+  return `<${e.element}><Key>${name}</Key>${e.fields}</${e.element}>`;
 }
 
 /**
@@ -117,11 +124,10 @@ export function* renderListing(
 
   let buf = `<?xml version="1.0" encoding="UTF-8"?>\n<${root} xmlns="${S3_XMLNS}">${head}${el('IsTruncated', truncated)}`;
   // S3 writes the entries first and the common prefixes after them.
-  const withOwner = req.kind !== 'v2' || req.fetchOwner;
   for (const pass of [false, true]) {
     for (const e of entries) {
       if ((e.element === 'CommonPrefixes') !== pass) continue;
-      buf += renderEntry(e, encodeName(e.name, e.bytes), withOwner);
+      buf += renderEntry(e, encodeName(e.name, e.bytes));
       if (buf.length >= CHUNK) {
         yield buf;
         buf = '';

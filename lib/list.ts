@@ -2,7 +2,8 @@ import type { ServerResponse } from 'node:http';
 import { once } from 'node:events';
 import { S3Error } from './errors';
 import { mergeListing, parseListRequest } from './list-merge';
-import type { ListKind, ShardPageFetcher } from './list-merge';
+import type { ListKind, ListingState, ShardPageFetcher } from './list-merge';
+import { ListingCache } from './list-cache';
 import type { S3Request } from './s3-request';
 import type { VirtualBucket } from './virtual-bucket';
 import { readCapped } from './forward';
@@ -14,6 +15,19 @@ const KINDS: Partial<Record<S3Request['operation'], ListKind>> = {
   ListObjectVersions: 'versions',
   ListMultipartUploads: 'uploads',
 };
+
+// Entries held for listings between pages, over all listings of a bucket:
+// enough for several clients paging at once, about 8 MiB at most (an entry
+// kept with its owner weighs some 800 bytes).
+const CACHED_ENTRIES = 10_000;
+const NEXT_PAGE_WITHIN_MS = 60_000;
+const caches = new WeakMap<VirtualBucket, ListingCache<ListingState>>();
+
+function cacheOf(vb: VirtualBucket): ListingCache<ListingState> {
+  let cache = caches.get(vb);
+  if (!cache) caches.set(vb, cache = new ListingCache(CACHED_ENTRIES, NEXT_PAGE_WITHIN_MS));
+  return cache;
+}
 
 // Listings fan out to every shard; the merger asks each for pages as it
 // needs them. A shard that cannot answer fails the whole listing: a partial
@@ -36,7 +50,7 @@ export async function list(res: ServerResponse, s3: S3Request, vb: VirtualBucket
     const i = vb.owners(key).indexOf(vb.backends[shard]);
     return i < 0 ? vb.backends.length : i;
   };
-  const pieces = mergeListing(request, fetchers, signal, rank)[Symbol.asyncIterator]();
+  const pieces = mergeListing(request, fetchers, signal, { rank, cache: cacheOf(vb) })[Symbol.asyncIterator]();
   let next = await pieces.next();
   res.writeHead(200, { 'content-type': 'application/xml' });
   while (!next.done) {

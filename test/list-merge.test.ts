@@ -6,10 +6,12 @@ import {
   decodeListToken,
   encodeListToken,
   type ListKind,
+  type ListingState,
   mergeListing,
   parseListRequest,
   type ShardPageFetcher,
 } from '../lib/list-merge';
+import { ListingCache } from '../lib/list-cache';
 
 const BUCKET = 'virtual-bucket';
 
@@ -356,10 +358,11 @@ function parseDoc(xml: string): Doc {
   return doc;
 }
 
-async function listOnce(kind: ListKind, query: Query, shards: FakeShard[], signal = new AbortController().signal): Promise<Doc> {
+async function listOnce(kind: ListKind, query: Query, shards: FakeShard[], signal = new AbortController().signal,
+  cache?: ListingCache<ListingState>): Promise<Doc> {
   const req = parseListRequest(kind, BUCKET, new URLSearchParams(query));
   const pieces: string[] = [];
-  for await (const piece of mergeListing(req, shards.map((s) => s.fetch), signal)) pieces.push(piece);
+  for await (const piece of mergeListing(req, shards.map((s) => s.fetch), signal, { cache })) pieces.push(piece);
   return parseDoc(pieces.join(''));
 }
 
@@ -411,12 +414,15 @@ interface ObjectsWalk {
   fetchOwner: boolean;
   maxKeys: number;
   sendEmptyPrefix: boolean;
+  /** Pages go on from the state the previous page left in a listing cache. */
+  cached: boolean;
 }
 
 async function walkObjects(all: ModelEntry[], shards: FakeShard[], w: ObjectsWalk): Promise<number> {
   const ref = rollup(all, w.prefix, w.delimiter).filter((r) => w.start === undefined || cmp(r.name, w.start) > 0);
   let pos = 0;
   let resume: string | undefined;
+  const cache = w.cached ? new ListingCache<ListingState>(100_000, 60_000) : undefined;
   for (let pageNo = 0; ; pageNo++) {
     check(pageNo <= ref.length + 1, 'the walk does not end');
     const q: Query = {};
@@ -431,7 +437,7 @@ async function walkObjects(all: ModelEntry[], shards: FakeShard[], w: ObjectsWal
       if (resume !== undefined) q['continuation-token'] = resume;
       if (w.fetchOwner) q['fetch-owner'] = 'true';
     }
-    const doc = await listOnce(w.kind, q, shards);
+    const doc = await listOnce(w.kind, q, shards, undefined, cache);
     const at = `page ${pageNo} (${JSON.stringify(q)})`;
     check(doc.root === 'ListBucketResult' && doc.xmlns === 'http://s3.amazonaws.com/doc/2006-03-01/', `${at}: root`);
     const { rows, items } = rowsOf(doc, w.url);
@@ -514,6 +520,7 @@ async function objectsProperty(seed: number, size: 'small' | 'large'): Promise<n
     for (const maxKeys of maxKeysList) {
       const walk: ObjectsWalk = {
         kind, prefix, delimiter, url, start, maxKeys, fetchOwner: rng.bool(), sendEmptyPrefix: rng.bool(),
+        cached: (seed + maxKeys) % 2 === 0,
       };
       try {
         pages += await walkObjects(all, shards, walk);
@@ -541,12 +548,13 @@ t.test('property: merged V1/V2 pages equal one bucket, larger sets, sampled max-
 // Versions and multipart uploads.
 
 async function walkMulti(kind: 'versions' | 'uploads', all: ModelEntry[], shards: FakeShard[],
-  prefix: string, delimiter: string, url: boolean, maxKeys: number, start: string | undefined): Promise<number> {
+  prefix: string, delimiter: string, url: boolean, maxKeys: number, start: string | undefined, cached: boolean): Promise<number> {
   const ref = rollup(all, prefix, delimiter).filter((r) => start === undefined || cmp(r.name, start) > 0);
   const idField = kind === 'versions' ? 'VersionId' : 'UploadId';
   let pos = 0;
   let keyMarker = start;
   let idMarker: string | undefined;
+  const cache = cached ? new ListingCache<ListingState>(100_000, 60_000) : undefined;
   for (let pageNo = 0; ; pageNo++) {
     check(pageNo <= ref.length + 1, 'the walk does not end');
     const q: Query = { [kind]: '', [kind === 'uploads' ? 'max-uploads' : 'max-keys']: String(maxKeys) };
@@ -555,7 +563,7 @@ async function walkMulti(kind: 'versions' | 'uploads', all: ModelEntry[], shards
     if (url) q['encoding-type'] = 'url';
     if (keyMarker !== undefined) q['key-marker'] = keyMarker;
     if (idMarker !== undefined) q[kind === 'versions' ? 'version-id-marker' : 'upload-id-marker'] = idMarker;
-    const doc = await listOnce(kind, q, shards);
+    const doc = await listOnce(kind, q, shards, undefined, cache);
     const at = `page ${pageNo} (${JSON.stringify(q)})`;
     check(doc.root === (kind === 'versions' ? 'ListVersionsResult' : 'ListMultipartUploadsResult'), `${at}: root`);
     const { rows, items } = rowsOf(doc, url);
@@ -603,10 +611,11 @@ t.test('property: merged versions and uploads listings equal one bucket', async 
     const start = rng.bool(0.3) ? randomStart(rng, keys, rollup(all, prefix, delimiter)) : undefined;
     const total = rollup(all, prefix, delimiter).length;
     for (let maxKeys = 0; maxKeys <= total + 1; maxKeys++) {
+      const cached = (seed + maxKeys) % 2 === 0;
       try {
-        pages += await walkMulti(kind, all, shards, prefix, delimiter, url, maxKeys, start);
+        pages += await walkMulti(kind, all, shards, prefix, delimiter, url, maxKeys, start, cached);
       } catch (err) {
-        throw new Error(`seed ${seed}, ${JSON.stringify({ kind, prefix, delimiter, url, maxKeys, start, all })}: ${(err as Error).message}`);
+        throw new Error(`seed ${seed}, ${JSON.stringify({ kind, prefix, delimiter, url, maxKeys, start, cached, all })}: ${(err as Error).message}`);
       }
     }
   }
@@ -713,6 +722,33 @@ t.test('shards are asked for a next page only when their part of the listing is 
   t.same(shards.map((s) => s.requests.length), [2, 1, 1]);
 });
 
+t.test('with a listing cache the next page goes on where each shard stopped', async (t) => {
+  const many = (p: string): string[] => Array.from({ length: 10 }, (_, i) => `${p}${i}`);
+  const shards = shardsWith(new Rng(7), [many('a'), many('b'), many('z')], (s) => { s.pageLimit = 3; });
+  const cache = new ListingCache<ListingState>(1000, 60_000);
+  const doc = await listOnce('v2', { 'list-type': '2', 'max-keys': '5' }, shards, undefined, cache);
+  t.same(doc.items.map((i) => i.fields.get('Key')), ['a0', 'a1', 'a2', 'a3', 'a4']);
+  t.equal(cache.size, 1);
+
+  for (const s of shards) s.requests.length = 0;
+  const token = doc.top.get('NextContinuationToken')!;
+  const next = await listOnce('v2', { 'list-type': '2', 'max-keys': '5', 'continuation-token': token }, shards, undefined, cache);
+  t.same(next.items.map((i) => i.fields.get('Key')), ['a5', 'a6', 'a7', 'a8', 'a9']);
+  // a5 was fetched with the first page; a6-a8 and a9 follow shard a's own
+  // token; b and z still hold what they sent and are not asked at all.
+  t.same(shards.map((s) => s.requests.length), [2, 0, 0]);
+  t.ok(shards[0].requests.every((r) => r.query['continuation-token'] !== undefined && r.query['start-after'] === undefined));
+
+  // The state is taken once: the same page asked again starts over, with the same answer.
+  for (const s of shards) s.requests.length = 0;
+  const again = await listOnce('v2', { 'list-type': '2', 'max-keys': '5', 'continuation-token': token }, shards, undefined, cache);
+  t.same(again.items.map((i) => i.fields.get('Key')), ['a5', 'a6', 'a7', 'a8', 'a9']);
+  t.same(shards.map((s) => s.requests[0].query['start-after']), ['a4', 'a4', 'a4']);
+  // Another prefix is another listing, even from the same position.
+  const other = await listOnce('v2', { 'list-type': '2', 'max-keys': '5', prefix: 'a', 'start-after': 'a9' }, shards, undefined, cache);
+  t.same(other.items.map((i) => i.fields.get('Key')), []);
+});
+
 t.test('a shard no longer needed gets its request aborted', async (t) => {
   // Both shards end their first page on the common prefix x/; the page is full
   // after it, and whichever shard shows an entry after x/ first settles IsTruncated.
@@ -720,13 +756,21 @@ t.test('a shard no longer needed gets its request aborted', async (t) => {
     s.pageLimit = 2 - i;
     if (i === 1) s.hang = (n) => n === 1;
   });
-  const doc = await listOnce('v1', { delimiter: '/', 'max-keys': '2' }, shards);
+  const cache = new ListingCache<ListingState>(1000, 60_000);
+  const doc = await listOnce('v1', { delimiter: '/', 'max-keys': '2' }, shards, undefined, cache);
   t.same(doc.items.map((i) => i.fields.get('Key') ?? `[${i.fields.get('Prefix')}]`), ['a', '[x/]']);
   t.equal(doc.top.get('IsTruncated'), 'true');
   t.equal(doc.top.get('NextMarker'), 'x/');
   t.equal(shards[1].requests.length, 2);
   t.ok(shards[1].requests[1].signal.aborted, 'the hanging request was aborted');
   t.notOk(shards[0].requests.some((r) => r.signal.aborted), 'finished requests are left alone');
+  // The next page goes on with shard 0 as it was left; shard 1, whose
+  // request was cut off, starts over after the marker.
+  const next = await listOnce('v1', { delimiter: '/', 'max-keys': '2', marker: 'x/' }, shards, undefined, cache);
+  t.same(next.items.map((i) => i.fields.get('Key') ?? `[${i.fields.get('Prefix')}]`), ['z1', 'z2']);
+  t.equal(next.top.get('IsTruncated'), 'false');
+  t.same(shards[1].requests[2].query['start-after'], 'x/');
+  t.notOk(shards[0].requests.slice(2).some((r) => r.query['start-after'] === 'x/'), 'shard 0 is not asked to start over');
 });
 
 t.test('a failing shard fails the whole listing, first page or later, and releases the others', async (t) => {
@@ -839,7 +883,7 @@ t.test('a version-id marker goes only to the shards that may hold its key', asyn
     return Readable.from([Buffer.from(empty)]);
   });
   const req = parseListRequest('versions', BUCKET, new URLSearchParams({ versions: '', 'key-marker': 'k/1', 'version-id-marker': 'v7' }));
-  for await (const _ of mergeListing(req, shards, new AbortController().signal, (_key, shard) => (shard === 1 ? 0 : 3))) { /* drain */ }
+  for await (const _ of mergeListing(req, shards, new AbortController().signal, { rank: (_key, shard) => (shard === 1 ? 0 : 3) })) { /* drain */ }
   t.same(queries.map((q) => q[0]['version-id-marker']), [undefined, 'v7', undefined]);
   t.same(queries.map((q) => q[0]['key-marker']), ['k/1', 'k/1', 'k/1']);
 });

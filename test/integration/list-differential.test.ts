@@ -2,11 +2,12 @@ import t from 'tap';
 import { join } from 'node:path';
 import { Client } from 'minio';
 import {
-  S3Client, PutObjectCommand, CreateBucketCommand, ListObjectVersionsCommand, CreateMultipartUploadCommand, ListMultipartUploadsCommand,
+  S3Client, PutObjectCommand, CreateBucketCommand, ListObjectsV2Command, ListObjectVersionsCommand, CreateMultipartUploadCommand, ListMultipartUploadsCommand,
 } from '@aws-sdk/client-s3';
 import { startStack, CREDENTIALS } from '../helpers/stack';
 import { python } from '../helpers/python';
 import { run } from '../helpers/run';
+import { channels } from '../../lib/events';
 
 // The same keys written once through the proxy (three shards) and once into
 // one plain MinIO bucket: every listing variant, paged small, must answer
@@ -137,5 +138,29 @@ t.test('listings through the proxy equal one plain bucket', async (t) => {
       t.same(await collect(p.listObjectsV2('proxy-bucket', prefix, recursive)), await collect(d.listObjectsV2('single', prefix, recursive)),
         `listObjectsV2 ${JSON.stringify(prefix)} recursive=${recursive}`);
     }
+  });
+
+  await t.test('paging on goes on with each shard\'s own listing, not three new ones a page', async (t) => {
+    let backendPages = 0;
+    const count = () => { backendPages += 1; };
+    channels.listPage.subscribe(count);
+    t.teardown(() => channels.listPage.unsubscribe(count));
+    const walk = async (client: S3Client, Bucket: string) => {
+      const keys: string[] = [];
+      let pages = 0;
+      let ContinuationToken: string | undefined;
+      do {
+        const page = await client.send(new ListObjectsV2Command({ Bucket, MaxKeys: 10, ContinuationToken }));
+        pages += 1;
+        keys.push(...(page.Contents ?? []).map((c) => c.Key!));
+        ContinuationToken = page.NextContinuationToken;
+      } while (ContinuationToken);
+      return { keys, pages };
+    };
+    const proxied = await walk(viaProxy, 'proxy-bucket');
+    t.same(proxied.keys, (await walk(stack.direct, 'single')).keys);
+    // Starting every shard over after each page's last key would take at
+    // least three backend pages per page.
+    t.ok(backendPages < 2 * proxied.pages, `${backendPages} backend pages for ${proxied.pages} pages`);
   });
 });
