@@ -166,7 +166,11 @@ class FakeShard {
       i += size;
     }
     const stream = Readable.from(pieces);
-    signal.addEventListener('abort', () => stream.destroy(new Error('aborted')), { once: true });
+    // As undici does: the listener goes when the body is done, or a cursor
+    // fetching many pages would pile them up on its signal.
+    const onAbort = () => stream.destroy(new Error('aborted'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    stream.once('close', () => signal.removeEventListener('abort', onAbort));
     return stream;
   };
 
