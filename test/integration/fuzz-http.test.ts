@@ -493,6 +493,11 @@ interface Framing {
 
 /** How Node's parser will frame these bytes, as far as it can be told. */
 function framing(bytes: Buffer): Framing {
+  // Empty lines before a request line are skipped (RFC 9112, 2.2), as Node
+  // does: a run of nothing but CR and LF is no request yet.
+  let start = 0;
+  while (start < bytes.length && (bytes[start] === 0x0d || bytes[start] === 0x0a)) start += 1;
+  bytes = bytes.subarray(start);
   const end = bytes.indexOf('\r\n\r\n');
   if (end < 0) return { confident: false, exact: false };
   const lines = bytes.subarray(0, end).toString('latin1').split('\r\n').slice(1);
