@@ -1,9 +1,10 @@
 // Listings in progress, kept between a client's pages. A page that ends with
 // more to come leaves each shard's state here (the entries it fetched but did
-// not use, and its own continuation token); the request for the next page
-// takes it and goes on where every shard stopped. Without it, each page asks
-// every shard to start over after the last key, which MinIO answers by
-// walking the prefix again: twice the work of following its token.
+// not use, its own continuation token, and the page it is reading ahead); the
+// request for the next page takes it and goes on where every shard stopped.
+// Without it, each page asks every shard to start over after the last key,
+// which MinIO answers by walking the prefix again: twice the work of
+// following its token.
 //
 // The cache only saves work. A page whose state is not here (expired,
 // evicted, taken by an earlier try of the same request, or served by another

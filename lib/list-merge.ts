@@ -367,6 +367,7 @@ class ShardCursor {
   private controller!: AbortController;
   private inFlight = false;
   private released = false;
+  private ahead: { fetched: Promise<{ page: Page; query: Record<string, string> }>; controller: AbortController } | undefined;
 
   constructor(
     readonly index: number,
@@ -397,6 +398,10 @@ class ShardCursor {
     return this.entries.length - this.pos;
   }
 
+  get readingAhead(): boolean {
+    return this.ahead !== undefined;
+  }
+
   get head(): Entry | undefined {
     return this.entries[this.pos];
   }
@@ -421,18 +426,53 @@ class ShardCursor {
   }
 
   async load(maxKeys: number): Promise<void> {
-    const query = { ...this.base, ...this.next, [this.kind === 'uploads' ? 'max-uploads' : 'max-keys']: String(maxKeys) };
     if (this.released) throw new S3Error('ServiceUnavailable', 'The listing was released.');
     this.inFlight = true;
     try {
-      const withOwner = this.kind === 'versions' || this.kind === 'uploads' || this.base['fetch-owner'] === 'true';
-      const page = await readPage(await this.fetchPage(query, this.controller.signal), this.kind, withOwner);
-      this.entries = page.entries;
+      const fetched = await this.takeAhead() ?? await this.fetch(this.query(maxKeys), this.controller.signal);
+      this.entries = fetched.page.entries;
       this.pos = 0;
-      this.next = page.next && this.resumeAfter(page, query);
+      this.next = fetched.page.next && this.resumeAfter(fetched.page, fetched.query);
     } finally {
       this.inFlight = false;
     }
+  }
+
+  /** Starts fetching the next page while the client reads this one, so that
+   * the client's next request finds it here or on its way. */
+  readAhead(maxKeys: number): void {
+    if (this.next === undefined || this.ahead || this.inFlight) return;
+    const controller = new AbortController();
+    const fetched = this.fetch(this.query(maxKeys), controller.signal);
+    // A read-ahead that failed is fetched again when it is needed.
+    fetched.catch(() => undefined);
+    this.ahead = { fetched, controller };
+  }
+
+  /** The page read ahead, if it came: waiting for it ends with this request. */
+  private async takeAhead(): Promise<{ page: Page; query: Record<string, string> } | undefined> {
+    const ahead = this.ahead;
+    if (!ahead) return undefined;
+    this.ahead = undefined;
+    const onAbort = () => ahead.controller.abort();
+    this.controller.signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      return await ahead.fetched;
+    } catch {
+      this.controller.signal.throwIfAborted();
+      return undefined;
+    } finally {
+      this.controller.signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  private query(maxKeys: number): Record<string, string> {
+    return { ...this.base, ...this.next, [this.kind === 'uploads' ? 'max-uploads' : 'max-keys']: String(maxKeys) };
+  }
+
+  private async fetch(query: Record<string, string>, signal: AbortSignal): Promise<{ page: Page; query: Record<string, string> }> {
+    const withOwner = this.kind === 'versions' || this.kind === 'uploads' || this.base['fetch-owner'] === 'true';
+    return { page: await readPage(await this.fetchPage(query, signal), this.kind, withOwner), query };
   }
 
   // A page that ends on a common prefix resumes after everything under it:
@@ -535,6 +575,8 @@ class Merger {
   private readonly page: Entry[] = [];
   /** Cursors whose page is used up, fetched only when their next entry is needed. */
   private waiting: ShardCursor[] = [];
+  /** This page goes on from an earlier one: the client is paging through. */
+  private readonly resumed: boolean;
 
   /** `kept`: the cursors an earlier page left at `start`, by shard; a shard
    * without one starts over after `start`. */
@@ -545,6 +587,7 @@ class Merger {
     // Only a shard that may hold the marker's key gets its version or upload
     // id: given a key it does not have, MinIO skips the key after it too.
     const mayHold = (i: number) => !rank || !start || rank(start.name, i) < shards.length;
+    this.resumed = kept !== undefined;
     this.cursors = shards.map((fetch, i) => kept?.cursors[i]?.serve(fetch) ??
       new ShardCursor(i, fetch, req.kind, base, backendStart(req, start, mayHold(i))));
   }
@@ -561,9 +604,11 @@ class Merger {
   // short is asked for more, as any used-up shard is.
   private firstBudget(): number {
     const extra = this.start && this.req.delimiter ? 1 : 0;
-    const n = this.cursors.length;
-    const share = Math.ceil((this.req.maxKeys * 1.25) / n) + 16;
-    return Math.min(this.budget(extra), share + 1 + extra);
+    return Math.min(this.budget(extra), this.share() + 1 + extra);
+  }
+
+  private share(): number {
+    return Math.ceil((this.req.maxKeys * 1.25) / this.cursors.length) + 16;
   }
 
   async run(signal: AbortSignal): Promise<{ entries: Entry[]; truncated: boolean }> {
@@ -633,16 +678,21 @@ class Merger {
     });
   }
 
-  /** What the next page, starting after `last`, goes on from. A cursor still
+  /** What the next page, starting after `last`, goes on from. Once a client
+   * is paging through (not after a first page: many clients ask for one
+   * page only), a shard that holds less than its share of a page reads
+   * ahead. A cursor still
    * fetching (a probe of anyAfter no longer needed) is left out: its shard
-   * starts over. */
+   * starts over. The weight counts entries held and on their way. */
   keep(last: Position): { state: ListingState; weight: number } {
+    const share = Math.min(MAX_KEYS, this.share() + 1);
     let weight = 0;
     const cursors = this.cursors.map((c) => {
       if (c.busy) return undefined;
       c.skipUpTo(last);
       c.compact();
-      weight += c.buffered;
+      if (this.resumed && c.buffered < share) c.readAhead(share);
+      weight += c.buffered + (c.readingAhead ? share : 0);
       return c;
     });
     return { state: { cursors }, weight };

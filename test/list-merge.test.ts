@@ -733,15 +733,24 @@ t.test('with a listing cache the next page goes on where each shard stopped', as
   const doc = await listOnce('v2', { 'list-type': '2', 'max-keys': '5' }, shards, undefined, cache);
   t.same(doc.items.map((i) => i.fields.get('Key')), ['a0', 'a1', 'a2', 'a3', 'a4']);
   t.equal(cache.size, 1);
+  t.same(shards.map((s) => s.requests.length), [2, 1, 1], 'no shard reads ahead after a first page');
 
   for (const s of shards) s.requests.length = 0;
   const token = doc.top.get('NextContinuationToken')!;
   const next = await listOnce('v2', { 'list-type': '2', 'max-keys': '5', 'continuation-token': token }, shards, undefined, cache);
   t.same(next.items.map((i) => i.fields.get('Key')), ['a5', 'a6', 'a7', 'a8', 'a9']);
   // a5 was fetched with the first page; a6-a8 and a9 follow shard a's own
-  // token; b and z still hold what they sent and are not asked at all.
-  t.same(shards.map((s) => s.requests.length), [2, 0, 0]);
-  t.ok(shards[0].requests.every((r) => r.query['continuation-token'] !== undefined && r.query['start-after'] === undefined));
+  // token. b and z still hold what they sent and are not asked for this
+  // page; holding less than their share (20) of the next one, they read
+  // ahead with their own tokens once it is answered.
+  t.same(shards.map((s) => s.requests.length), [2, 1, 1]);
+  t.ok(shards.every((s) => s.requests.every((r) => r.query['continuation-token'] !== undefined && r.query['start-after'] === undefined)));
+
+  for (const s of shards) s.requests.length = 0;
+  const third = await listOnce('v2', { 'list-type': '2', 'max-keys': '5', 'continuation-token': next.top.get('NextContinuationToken')! },
+    shards, undefined, cache);
+  t.same(third.items.map((i) => i.fields.get('Key')), ['b0', 'b1', 'b2', 'b3', 'b4']);
+  t.same(shards.map((s) => s.requests.length), [0, 1, 0], 'b3-b5 came read ahead; b6-b8 are read ahead now');
 
   // The state is taken once: the same page asked again starts over, with the same answer.
   for (const s of shards) s.requests.length = 0;
@@ -751,6 +760,41 @@ t.test('with a listing cache the next page goes on where each shard stopped', as
   // Another prefix is another listing, even from the same position.
   const other = await listOnce('v2', { 'list-type': '2', 'max-keys': '5', prefix: 'a', 'start-after': 'a9' }, shards, undefined, cache);
   t.same(other.items.map((i) => i.fields.get('Key')), []);
+});
+
+t.test('a read-ahead that failed is asked again; one still on its way is dropped with the request', async (t) => {
+  const many = (p: string): string[] => Array.from({ length: 10 }, (_, i) => `${p}${i}`);
+  // Pages of 5: a0-a4, a5-a9, then b0-b4. Shard b's request 0 answers the
+  // first page, request 1 reads ahead after the second.
+  const pages = async (shards: FakeShard[], cache: ListingCache<ListingState>, signal?: AbortSignal): Promise<Doc> => {
+    let doc = await listOnce('v2', { 'list-type': '2', 'max-keys': '5' }, shards, undefined, cache);
+    doc = await listOnce('v2', { 'list-type': '2', 'max-keys': '5', 'continuation-token': doc.top.get('NextContinuationToken')! },
+      shards, undefined, cache);
+    return listOnce('v2', { 'list-type': '2', 'max-keys': '5', 'continuation-token': doc.top.get('NextContinuationToken')! },
+      shards, signal, cache);
+  };
+  const lost = shardsWith(new Rng(12), [many('a'), many('b')], (s, i) => {
+    s.pageLimit = 3;
+    if (i === 1) s.fail = (n) => (n === 1 ? new S3Error('ServiceUnavailable', 'read-ahead lost') : undefined);
+  });
+  const third = await pages(lost, new ListingCache<ListingState>(1000, 60_000));
+  t.same(third.items.map((i) => i.fields.get('Key')), ['b0', 'b1', 'b2', 'b3', 'b4']);
+  const b = lost[1].requests;
+  t.ok(b[1].query['continuation-token'] !== undefined && b[2].query['continuation-token'] === b[1].query['continuation-token'],
+    'the lost page is asked for again');
+
+  const stuck = shardsWith(new Rng(13), [many('a'), many('b')], (s, i) => {
+    s.pageLimit = 3;
+    if (i === 1) s.hang = (n) => n === 1;
+  });
+  const ac = new AbortController();
+  const p = rejection(pages(stuck, new ListingCache<ListingState>(1000, 60_000), ac.signal));
+  await new Promise((r) => setTimeout(r, 20));
+  t.equal(stuck[1].requests.length, 2);
+  t.notOk(stuck[1].requests[1].signal.aborted, 'the read-ahead is awaited');
+  ac.abort();
+  await p;
+  t.ok(stuck[1].requests[1].signal.aborted, 'and aborted when the client goes away');
 });
 
 t.test('a shard no longer needed gets its request aborted', async (t) => {
