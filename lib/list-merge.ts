@@ -203,6 +203,7 @@ function decodeBackendName(text: string): Pick<Entry, 'name' | 'bytes'> {
   // text is a slice of the whole page's, which a kept entry would hold on to.
   if (!/[%+]/.test(text)) {
     const bytes = Buffer.from(text, 'utf8');
+    if (bytes.length > MAX_KEY_BYTES) throw badGateway('a key longer than 1024 bytes');
     return { name: bytes.toString('utf8'), bytes };
   }
   const bytes: number[] = [];
@@ -224,6 +225,7 @@ function decodeBackendName(text: string): Pick<Entry, 'name' | 'bytes'> {
     }
   }
   const buf = Buffer.from(bytes);
+  if (buf.length > MAX_KEY_BYTES) throw badGateway('a key longer than 1024 bytes');
   try {
     return { name: utf8Strict.decode(buf), bytes: buf };
   } catch {
@@ -368,6 +370,8 @@ class ShardCursor {
   private inFlight = false;
   private released = false;
   private ahead: { fetched: Promise<{ page: Page; query: Record<string, string> }>; controller: AbortController } | undefined;
+  /** The client asked for owners (ListObjects V1 always does). */
+  private readonly withOwner: boolean;
 
   constructor(
     readonly index: number,
@@ -377,6 +381,7 @@ class ShardCursor {
     first: Record<string, string>,
   ) {
     this.next = first;
+    this.withOwner = kind === 'versions' || kind === 'uploads' || base['fetch-owner'] === 'true';
     this.serve(fetchPage);
   }
 
@@ -471,8 +476,7 @@ class ShardCursor {
   }
 
   private async fetch(query: Record<string, string>, signal: AbortSignal): Promise<{ page: Page; query: Record<string, string> }> {
-    const withOwner = this.kind === 'versions' || this.kind === 'uploads' || this.base['fetch-owner'] === 'true';
-    return { page: await readPage(await this.fetchPage(query, signal), this.kind, withOwner), query };
+    return { page: await readPage(await this.fetchPage(query, signal), this.kind, this.withOwner), query };
   }
 
   // A page that ends on a common prefix resumes after everything under it:
@@ -681,9 +685,9 @@ class Merger {
   /** What the next page, starting after `last`, goes on from. Once a client
    * is paging through (not after a first page: many clients ask for one
    * page only), a shard that holds less than its share of a page reads
-   * ahead. A cursor still
-   * fetching (a probe of anyAfter no longer needed) is left out: its shard
-   * starts over. The weight counts entries held and on their way. */
+   * ahead. A cursor still fetching (a probe of anyAfter no longer needed)
+   * is left out: its shard starts over. The weight counts entries held and
+   * on their way. */
   keep(last: Position): { state: ListingState; weight: number } {
     const share = Math.min(MAX_KEYS, this.share() + 1);
     let weight = 0;
