@@ -12,6 +12,7 @@ import { prepareShard } from './shard-buckets';
 import { rebalanceCommand } from './rebalance';
 import { Logger } from './log';
 import { runPrimary } from './workers';
+import { BufferReclaimer } from './buffer-reclaim';
 
 export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
 
@@ -151,6 +152,8 @@ async function serve(config: Config, workers: number): Promise<number> {
   }
   const proxy = new ShardProxy(config, log);
   const addr = await proxy.listen();
+  const reclaimer = new BufferReclaimer();
+  reclaimer.start();
   log.info('listening', {
     address: addr.address, port: addr.port, pid: process.pid,
     virtual_buckets: config.virtualBuckets.map((vb) => ({ name: vb.name, shards: vb.shards.map((s) => s.bucket) })),
@@ -158,6 +161,7 @@ async function serve(config: Config, workers: number): Promise<number> {
   return new Promise((resolve) => {
     const stop = () => {
       log.info('shutting down', { pid: process.pid });
+      reclaimer.stop();
       void proxy.close().then(() => {
         // The channel to the primary would keep a finished worker alive.
         if (cluster.isWorker) process.disconnect();
