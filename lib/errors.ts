@@ -55,10 +55,32 @@ export function isS3Error(err: unknown): err is S3Error {
   return err instanceof S3Error;
 }
 
+/** Text as XML character data or attribute value. A literal CR would reach
+ * the client as LF after XML end-of-line normalisation, so it is written as
+ * a reference. Other control characters, which XML 1.0 cannot carry at all,
+ * become hex references as S3 writes them (a client that must read them asks
+ * for encoding-type=url). */
 export function xmlEscape(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
-    // XML 1.0 cannot carry most control characters even as references.
-    .replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f]/g, (c) => `&#x${c.charCodeAt(0).toString(16)};`);
+  // One pass, and no copy when nothing needs escaping: listings escape
+  // every ETag (its quotes) and every key, name or value.
+  let out = '';
+  let from = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    let ref: string;
+    if (c < 0x20) {
+      if (c === 0x09 || c === 0x0a) continue;
+      ref = c === 0x0d ? '&#13;' : `&#x${c.toString(16)};`;
+    } else if (c === 0x26) ref = '&#38;';
+    else if (c === 0x3c) ref = '&#60;';
+    else if (c === 0x3e) ref = '&#62;';
+    else if (c === 0x22) ref = '&#34;';
+    else if (c === 0x27) ref = '&#39;';
+    else continue;
+    out += s.slice(from, i) + ref;
+    from = i + 1;
+  }
+  return from === 0 ? s : out + s.slice(from);
 }
 
 // Error bodies must parse whatever the client sent: characters XML 1.0

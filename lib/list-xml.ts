@@ -29,14 +29,6 @@ export interface Entry {
 const S3_XMLNS = 'http://s3.amazonaws.com/doc/2006-03-01/';
 const CHUNK = 16 * 1024;
 
-// A literal CR would reach the client as LF after XML end-of-line
-// normalisation; a character reference survives.
-function escapeText(s: string): string {
-  if (!NEEDS_ESCAPE.test(s)) return s;
-  return xmlEscape(s).replace(/\r/g, '&#13;');
-}
-const NEEDS_ESCAPE = /[&<>"'\r\u0000-\u0008\u000b\u000c\u000e-\u001f]/;
-
 const UNRESERVED = /[A-Za-z0-9\-_.~/]/;
 
 /** Every byte of the UTF-8 except A-Z a-z 0-9 - _ . ~ and `/` as %XX, so both
@@ -51,7 +43,7 @@ export function urlEncodeName(bytes: Buffer): string {
 }
 
 function renderNode(n: XmlNode): string {
-  const inner = n.children.length > 0 ? n.children.map(renderNode).join('') : escapeText(n.text);
+  const inner = n.children.length > 0 ? n.children.map(renderNode).join('') : xmlEscape(n.text);
   return `<${n.name}>${inner}</${n.name}>`;
 }
 
@@ -81,7 +73,7 @@ export function* renderListing(
   nextContinuationToken: string | undefined,
 ): Generator<string> {
   const encodeName = (s: string, bytes: Buffer = Buffer.from(s, 'utf8')): string =>
-    req.encodingUrl ? urlEncodeName(bytes) : escapeText(s);
+    req.encodingUrl ? urlEncodeName(bytes) : xmlEscape(s);
   const el = (tag: string, value: string | number | boolean): string => `<${tag}>${value}</${tag}>`;
   const last = truncated ? entries[entries.length - 1] : undefined;
   const delimiter = req.delimiter ? el('Delimiter', encodeName(req.delimiter)) : '';
@@ -92,32 +84,32 @@ export function* renderListing(
   switch (req.kind) {
     case 'v1':
       root = 'ListBucketResult';
-      head = el('Name', escapeText(req.bucket)) + el('Prefix', encodeName(req.prefix)) +
+      head = el('Name', xmlEscape(req.bucket)) + el('Prefix', encodeName(req.prefix)) +
         el('Marker', encodeName(req.marker)) + (last ? el('NextMarker', encodeName(last.name, last.bytes)) : '') +
         el('MaxKeys', req.maxKeys) + delimiter + encodingType;
       break;
     case 'v2':
       root = 'ListBucketResult';
-      head = el('Name', escapeText(req.bucket)) + el('Prefix', encodeName(req.prefix)) +
-        (req.continuationToken ? el('ContinuationToken', escapeText(req.continuationToken)) : '') +
+      head = el('Name', xmlEscape(req.bucket)) + el('Prefix', encodeName(req.prefix)) +
+        (req.continuationToken ? el('ContinuationToken', xmlEscape(req.continuationToken)) : '') +
         (req.startAfter ? el('StartAfter', encodeName(req.startAfter)) : '') +
         (nextContinuationToken !== undefined ? el('NextContinuationToken', nextContinuationToken) : '') +
         el('KeyCount', entries.length) + el('MaxKeys', req.maxKeys) + delimiter + encodingType;
       break;
     case 'versions':
       root = 'ListVersionsResult';
-      head = el('Name', escapeText(req.bucket)) + el('Prefix', encodeName(req.prefix)) +
-        el('KeyMarker', encodeName(req.keyMarker)) + el('VersionIdMarker', escapeText(req.versionIdMarker)) +
+      head = el('Name', xmlEscape(req.bucket)) + el('Prefix', encodeName(req.prefix)) +
+        el('KeyMarker', encodeName(req.keyMarker)) + el('VersionIdMarker', xmlEscape(req.versionIdMarker)) +
         (last ? el('NextKeyMarker', encodeName(last.name, last.bytes)) : '') +
-        (last?.id !== undefined ? el('NextVersionIdMarker', escapeText(last.id)) : '') +
+        (last?.id !== undefined ? el('NextVersionIdMarker', xmlEscape(last.id)) : '') +
         el('MaxKeys', req.maxKeys) + delimiter + encodingType;
       break;
     case 'uploads':
       root = 'ListMultipartUploadsResult';
-      head = el('Bucket', escapeText(req.bucket)) + el('KeyMarker', encodeName(req.keyMarker)) +
-        el('UploadIdMarker', escapeText(req.uploadIdMarker)) +
+      head = el('Bucket', xmlEscape(req.bucket)) + el('KeyMarker', encodeName(req.keyMarker)) +
+        el('UploadIdMarker', xmlEscape(req.uploadIdMarker)) +
         (last ? el('NextKeyMarker', encodeName(last.name, last.bytes)) : '') +
-        (last?.id !== undefined ? el('NextUploadIdMarker', escapeText(last.id)) : '') +
+        (last?.id !== undefined ? el('NextUploadIdMarker', xmlEscape(last.id)) : '') +
         delimiter + el('Prefix', encodeName(req.prefix)) + el('MaxUploads', req.maxKeys) + encodingType;
       break;
   }
