@@ -302,7 +302,8 @@ class PageParser {
     const idField = ID_FIELD[element];
     const id = idField ? child(idField) : undefined;
     if (idField && id === undefined) throw badGateway(`<${element}> without <${idField}>`);
-    this.entries.push({ element, ...decodeBackendName(nameText), id, fields: renderFields(node.children, this.withOwner) });
+    const { name, bytes } = decodeBackendName(nameText);
+    this.entries.push({ element, name, bytes, id, fields: renderFields(node.children, this.withOwner) });
   }
 
   write(chunk: string | Buffer): void {
