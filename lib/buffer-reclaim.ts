@@ -13,7 +13,7 @@ import { runInNewContext } from 'node:vm';
 // and asks for one once that memory has grown by a few MiB.
 
 export interface ReclaimOptions {
-  /** Growth of buffer memory since the last look-and-collect that asks for a collection. */
+  /** How far buffer memory may grow over its lowest mark before a collection is asked for. */
   growthBytes: number;
   intervalMs: number;
 }
@@ -60,7 +60,7 @@ export class BufferReclaimer {
   }
 }
 
-type Gc = (options?: { type: 'minor' | 'major' }) => void;
+type Gc = (options?: { type: 'minor' }) => void;
 
 /** V8's collector, as `--expose-gc` would give it. The flag only installs
  * `gc` in contexts created after it is set, hence the new context. */
