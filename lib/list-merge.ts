@@ -239,6 +239,9 @@ interface Page {
   next: Record<string, string> | undefined;
 }
 
+/** A page and the query that asked for it (the next query resumes from both). */
+interface Fetched { page: Page; query: Record<string, string> }
+
 /** One backend page, parsed with sax chunk by chunk as it streams. */
 const MAX_DEPTH = 16;
 
@@ -370,7 +373,7 @@ class ShardCursor {
   private controller!: AbortController;
   private inFlight = false;
   private released = false;
-  private ahead: { fetched: Promise<{ page: Page; query: Record<string, string> }>; controller: AbortController } | undefined;
+  private ahead: { fetched: Promise<Fetched>; controller: AbortController } | undefined;
   /** The client asked for owners (ListObjects V1 always does). */
   private readonly withOwner: boolean;
 
@@ -456,7 +459,7 @@ class ShardCursor {
   }
 
   /** The page read ahead, if it came: waiting for it ends with this request. */
-  private async takeAhead(): Promise<{ page: Page; query: Record<string, string> } | undefined> {
+  private async takeAhead(): Promise<Fetched | undefined> {
     const ahead = this.ahead;
     if (!ahead) return undefined;
     this.ahead = undefined;
@@ -476,7 +479,7 @@ class ShardCursor {
     return { ...this.base, ...this.next, [this.kind === 'uploads' ? 'max-uploads' : 'max-keys']: String(maxKeys) };
   }
 
-  private async fetch(query: Record<string, string>, signal: AbortSignal): Promise<{ page: Page; query: Record<string, string> }> {
+  private async fetch(query: Record<string, string>, signal: AbortSignal): Promise<Fetched> {
     return { page: await readPage(await this.fetchPage(query, signal), this.kind, this.withOwner), query };
   }
 
