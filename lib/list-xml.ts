@@ -29,16 +29,20 @@ export interface Entry {
 const S3_XMLNS = 'http://s3.amazonaws.com/doc/2006-03-01/';
 const CHUNK = 16 * 1024;
 
-const UNRESERVED = /[A-Za-z0-9\-_.~/]/;
+// What a URL-encoded name is made of: the name itself when every character
+// is unreserved (most keys), or else each UTF-8 byte's piece.
+const UNRESERVED = /^[A-Za-z0-9\-_.~/]*$/;
+const BYTE_PIECES = Array.from({ length: 256 }, (_, b) => {
+  const c = String.fromCharCode(b);
+  return UNRESERVED.test(c) ? c : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
+});
 
 /** Every byte of the UTF-8 except A-Z a-z 0-9 - _ . ~ and `/` as %XX, so both
  * form decoders (`+` is a space) and plain percent decoders read it back. */
-export function urlEncodeName(bytes: Buffer): string {
+export function urlEncodeName(name: string, bytes: Buffer = Buffer.from(name, 'utf8')): string {
+  if (UNRESERVED.test(name)) return name;
   let out = '';
-  for (const b of bytes) {
-    const c = String.fromCharCode(b);
-    out += b < 0x80 && UNRESERVED.test(c) ? c : `%${b < 16 ? '0' : ''}${b.toString(16).toUpperCase()}`;
-  }
+  for (let i = 0; i < bytes.length; i++) out += BYTE_PIECES[bytes[i]];
   return out;
 }
 
@@ -72,8 +76,7 @@ export function* renderListing(
   truncated: boolean,
   nextContinuationToken: string | undefined,
 ): Generator<string> {
-  const encodeName = (s: string, bytes: Buffer = Buffer.from(s, 'utf8')): string =>
-    req.encodingUrl ? urlEncodeName(bytes) : xmlEscape(s);
+  const encodeName = (s: string, bytes?: Buffer): string => (req.encodingUrl ? urlEncodeName(s, bytes) : xmlEscape(s));
   const el = (tag: string, value: string | number | boolean): string => `<${tag}>${value}</${tag}>`;
   const last = truncated ? entries[entries.length - 1] : undefined;
   const delimiter = req.delimiter ? el('Delimiter', encodeName(req.delimiter)) : '';
