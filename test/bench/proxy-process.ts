@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,7 +39,17 @@ export async function startProxyProcess(minioEndpoint: string, buckets: string[]
     buckets, log_level: 'error',
   }));
   const child = spawn(process.execPath, [...nodeArgs, join(__dirname, '..', '..', '..', 'bin', 'tempo-s3-shard'), '--config', config, '--workers', '1'], { stdio: 'inherit' });
-  const endpoint = `http://127.0.0.1:${port}`;
+  return watch(child, `http://127.0.0.1:${port}`, () => rmSync(dir, { recursive: true, force: true }));
+}
+
+/** The bare relay of relay.ts in front of MinIO, watched as the proxy is. */
+export async function startRelayProcess(minioEndpoint: string): Promise<ProxyProcess> {
+  const port = await freePort();
+  const child = spawn(process.execPath, [join(__dirname, 'relay.js'), String(port), minioEndpoint], { stdio: 'inherit' });
+  return watch(child, `http://127.0.0.1:${port}`, () => {});
+}
+
+async function watch(child: ChildProcess, endpoint: string, cleanUp: () => void): Promise<ProxyProcess> {
   for (let i = 0; i < 100; i++) {
     try {
       await request(`${endpoint}/healthz`).then((r) => r.body.dump());
@@ -64,7 +74,7 @@ export async function startProxyProcess(minioEndpoint: string, buckets: string[]
         child.kill('SIGTERM');
         await exited;
       }
-      rmSync(dir, { recursive: true, force: true });
+      cleanUp();
     },
   };
 }
