@@ -92,8 +92,16 @@ export async function main(argv: string[]): Promise<number> {
       return locate(config, rest);
     case 'check':
       return check(config, !values['no-create']);
-    case 'rebalance':
-      return EXIT[await rebalanceCommand(config, { dryRun: values['dry-run'], concurrency: values.concurrency })];
+    case 'rebalance': {
+      // Objects moved between endpoints stream through this process as they do through `serve`.
+      const reclaimer = new BufferReclaimer();
+      reclaimer.start();
+      try {
+        return EXIT[await rebalanceCommand(config, { dryRun: values['dry-run'], concurrency: values.concurrency })];
+      } finally {
+        reclaimer.stop();
+      }
+    }
     default:
       process.stderr.write(`unknown command: ${command}\n${USAGE}\n`);
       return EXIT.usage;
