@@ -5,8 +5,8 @@ import { startMinio, MINIO_USER, MINIO_PASSWORD } from '../helpers/minio';
 import { startProxyProcess, startRelayProcess } from './proxy-process';
 
 // 1 GiB PUT and GET through the proxy beside the same transfer straight to
-// MinIO and through a bare relay (relay.ts: the floor for a Node proxy), and
-// the proxy's peak RSS (VmHWM) over the whole run.
+// MinIO and through a bare relay (relay.ts: the floor for a Node proxy), a
+// few rounds, and the proxy's peak RSS (VmHWM) during its transfers.
 
 const SIZE = Number(process.env.BENCH_OBJECT_BYTES ?? 1024 * 1024 * 1024);
 const creds = { accessKeyId: MINIO_USER, secretAccessKey: MINIO_PASSWORD };
@@ -40,34 +40,58 @@ async function s3(endpoint: string, method: 'PUT' | 'GET', path: string): Promis
   return Number(process.hrtime.bigint() - started) / 1e9;
 }
 
+interface Path {
+  name: string;
+  endpoint: string;
+  bucket: string;
+  put: number[];
+  get: number[];
+}
+
 export async function objectThroughput(print: (line: string) => void): Promise<void> {
   const minio = await startMinio();
   const proxy = await startProxyProcess(minio.endpoint, ['shard1', 'shard2', 'shard3']);
   const relay = await startRelayProcess(minio.endpoint);
-  const endpoint = proxy.endpoint;
   try {
     const mib = SIZE / 1024 / 1024;
     const key = 'bench/block/object';
-    const directPut = await s3(minio.endpoint, 'PUT', `/shard1/${key}`);
-    const directGet = await s3(minio.endpoint, 'GET', `/shard1/${key}`);
-    const relayPut = await s3(relay.endpoint, 'PUT', `/shard2/${key}`);
-    const relayGet = await s3(relay.endpoint, 'GET', `/shard2/${key}`);
+    const paths: Path[] = [
+      { name: 'direct', endpoint: minio.endpoint, bucket: 'shard1', put: [], get: [] },
+      { name: 'bare relay', endpoint: relay.endpoint, bucket: 'shard2', put: [], get: [] },
+      { name: 'proxy', endpoint: proxy.endpoint, bucket: 'proxy-bucket', put: [], get: [] },
+    ];
     const idleRss = proxy.rss();
-    proxy.resetPeak();
-    const proxyPut = await s3(endpoint, 'PUT', `/proxy-bucket/${key}`);
-    const putRss = proxy.peakRss();
-    const proxyGet = await s3(endpoint, 'GET', `/proxy-bucket/${key}`);
-    const rss = proxy.peakRss();
-    const rate = (seconds: number) => `${(mib / seconds).toFixed(0).padStart(5)} MiB/s`;
-    const ratio = (direct: number, seconds: number) => `${(direct / seconds * 100).toFixed(0).padStart(3)}%`;
-    const row = (name: string, direct: number, viaRelay: number, viaProxy: number) =>
-      print(`${name.padEnd(4)} direct ${rate(direct)}   bare relay ${rate(viaRelay)} ${ratio(direct, viaRelay)}   ` +
-        `proxy ${rate(viaProxy)} ${ratio(direct, viaProxy)}`);
-    print(`object ${mib} MiB through the proxy (3 shards) and a bare relay vs MinIO directly`);
-    row('PUT', directPut, relayPut, proxyPut);
-    row('GET', directGet, relayGet, proxyGet);
+    let putRss = 0;
+    let rss = 0;
+    // Each round in another order: a later PUT meets the write-back of the
+    // gigabytes before it, which would otherwise always fall on one path.
+    const rounds = Number(process.env.BENCH_REPEATS ?? 3);
+    for (let round = 0; round < rounds; round++) {
+      for (let i = 0; i < paths.length; i++) {
+        const p = paths[(i + round) % paths.length];
+        if (p.name === 'proxy') proxy.resetPeak();
+        p.put.push(await s3(p.endpoint, 'PUT', `/${p.bucket}/${key}`));
+        if (p.name === 'proxy') putRss = Math.max(putRss, proxy.peakRss());
+        p.get.push(await s3(p.endpoint, 'GET', `/${p.bucket}/${key}`));
+        if (p.name === 'proxy') rss = Math.max(rss, proxy.peakRss());
+      }
+    }
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    const [direct] = paths;
+    const row = (op: 'put' | 'get') => {
+      const cells = paths.map((p) => {
+        const rate = `${(mib / median(p[op])).toFixed(0).padStart(5)} MiB/s`;
+        if (p === direct) return `${p.name} ${rate}`;
+        const ratios = p[op].map((seconds, i) => (direct[op][i] / seconds) * 100);
+        return `${p.name} ${rate} ${median(ratios).toFixed(0)}% [${Math.min(...ratios).toFixed(0)}..${Math.max(...ratios).toFixed(0)}]`;
+      });
+      print(`${op.toUpperCase()}  ${cells.join('   ')}`);
+    };
+    print(`object ${mib} MiB through the proxy (3 shards) and a bare relay vs MinIO directly, ${rounds} rounds; medians, ratio as median [min..max]`);
+    row('put');
+    row('get');
     const mb = (n: number) => (n / 1024 / 1024).toFixed(1);
-    print(`proxy peak RSS during the transfers ${mb(rss)} MiB (idle before: ${mb(idleRss)} MiB; peak during the PUT ${mb(putRss)} MiB)`);
+    print(`proxy peak RSS during the transfers ${mb(rss)} MiB (idle before: ${mb(idleRss)} MiB; peak during a PUT ${mb(putRss)} MiB)`);
   } finally {
     await relay.stop();
     await proxy.stop();
