@@ -39,10 +39,11 @@ const BYTE_PIECES = Array.from({ length: 256 }, (_, b) => {
 
 /** Every byte of the UTF-8 except A-Z a-z 0-9 - _ . ~ and `/` as %XX, so both
  * form decoders (`+` is a space) and plain percent decoders read it back. */
-export function urlEncodeName(name: string, bytes: Buffer = Buffer.from(name, 'utf8')): string {
+export function urlEncodeName(name: string, bytes?: Buffer): string {
   if (UNRESERVED.test(name)) return name;
+  const utf8 = bytes ?? Buffer.from(name, 'utf8');
   let out = '';
-  for (let i = 0; i < bytes.length; i++) out += BYTE_PIECES[bytes[i]];
+  for (let i = 0; i < utf8.length; i++) out += BYTE_PIECES[utf8[i]];
   return out;
 }
 
