@@ -9,6 +9,7 @@ import { readCapped, requestPayload } from './forward';
 import { checksumAlgorithmFromHeader, createChecksum } from './checksums';
 import type { ChecksumAlgorithm } from './checksums';
 import { sendXml } from './bucket-ops';
+import { feed } from './xml-feed';
 
 // DeleteObjects names keys that live on different shards: split the list by
 // owner, send each shard its part with its own integrity headers, and merge
@@ -52,7 +53,8 @@ export function parseDeleteRequest(xml: string): DeleteRequest {
   };
   parser.onerror = () => { throw new S3Error('MalformedXML'); };
   try {
-    parser.write(xml).close();
+    feed(parser, xml);
+    parser.close();
   } catch (err) {
     if (err instanceof S3Error) throw err;
     throw new S3Error('MalformedXML');

@@ -11,6 +11,7 @@ import sax from 'sax';
 import { S3Error, isS3Error } from './errors';
 import { type Entry, type EntryElement, type XmlNode, renderFields, renderListing } from './list-xml';
 import type { ListingCache } from './list-cache';
+import { feed } from './xml-feed';
 
 export type ListKind = 'v1' | 'v2' | 'versions' | 'uploads';
 
@@ -310,7 +311,7 @@ class PageParser {
   }
 
   write(chunk: string | Buffer): void {
-    this.parser.write(typeof chunk === 'string' ? chunk : this.decode(chunk));
+    feed(this.parser, typeof chunk === 'string' ? chunk : this.decode(chunk));
   }
 
   /** UTF-8 across chunk boundaries; no chunk flushes the end. */
@@ -324,7 +325,8 @@ class PageParser {
 
   /** Ends the page: its entries in listing order, and how to ask for the next one. */
   finish(): Page {
-    this.parser.write(this.decode()).close();
+    feed(this.parser, this.decode());
+    this.parser.close();
     if (!this.closed) throw badGateway('a truncated document');
     if (this.fields.get('EncodingType') !== 'url') throw badGateway('encoding-type=url was not honoured');
     const truncated = this.fields.get('IsTruncated');

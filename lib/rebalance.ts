@@ -8,6 +8,7 @@ import { VirtualBucket } from './virtual-bucket';
 import { hashKey } from './ring';
 import { ProgressReporter, formatBytes } from './progress';
 import type { Output, Totals } from './progress';
+import { feed } from './xml-feed';
 
 // `rebalance`: after a ring change, every object that is not at its current
 // owner is moved there, so that reads need no earlier ring and the config
@@ -226,7 +227,8 @@ function parseXml(xml: string, element: string): { entries: Entry[]; fields: Ent
     depth -= 1;
   };
   parser.onerror = (err) => { throw new Error(`a shard answered XML that does not parse: ${err.message.split('\n')[0]}`); };
-  parser.write(xml).close();
+  feed(parser, xml);
+  parser.close();
   return { entries, fields };
 }
 
