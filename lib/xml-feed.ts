@@ -13,7 +13,7 @@ const LONGEST_DECLARATION = 16;
  * goes to the parser's own error handler, and is thrown. */
 export function feed(parser: SAXParser, text: string): void {
   for (let at = 0; at < text.length; at += SLICE) {
-    parser.write(at === 0 && text.length <= SLICE ? text : text.slice(at, at + SLICE));
+    parser.write(text.slice(at, at + SLICE));
     if ((parser as unknown as { sgmlDecl: string }).sgmlDecl.length > LONGEST_DECLARATION) {
       const err = new Error('a <! declaration longer than any XML declaration');
       parser.onerror(err);

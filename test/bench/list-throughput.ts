@@ -3,6 +3,7 @@ import { Agent, request } from 'undici';
 import aws4 from 'aws4';
 import { startMinio, MINIO_USER, MINIO_PASSWORD } from '../helpers/minio';
 import { startProxyProcess } from './proxy-process';
+import { median, ratioSpread } from './figures';
 import { Ring } from '../../lib/ring';
 
 // 100,000 Tempo-like keys spread over 8 shard buckets: keys per second
@@ -113,10 +114,9 @@ export async function listThroughput(print: (line: string) => void): Promise<voi
           rates.push(r.keys / r.seconds);
         }
       }
-      const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
       const ratios = viaProxy.map((v, i) => v / direct[i] * 100);
       print(`LIST ${KEYS} keys${style.label}, ${rounds} rounds   direct ${median(direct).toFixed(0)} keys/s   proxy (${SHARDS.length} shards) ${median(viaProxy).toFixed(0)} keys/s   ` +
-        `ratio ${median(ratios).toFixed(0)}% [${Math.min(...ratios).toFixed(0)}..${Math.max(...ratios).toFixed(0)}]`);
+        `ratio ${ratioSpread(ratios)}`);
     }
     const rss = proxy.peakRss();
     print(`proxy peak RSS while listing ${(rss / 1024 / 1024).toFixed(1)} MiB (idle before: ${(rssBefore / 1024 / 1024).toFixed(1)} MiB)`);

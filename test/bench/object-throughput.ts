@@ -3,6 +3,7 @@ import { request } from 'undici';
 import aws4 from 'aws4';
 import { startMinio, MINIO_USER, MINIO_PASSWORD } from '../helpers/minio';
 import { startProxyProcess, startRelayProcess } from './proxy-process';
+import { median, ratioSpread } from './figures';
 
 // 1 GiB PUT and GET through the proxy beside the same transfer straight to
 // MinIO and through a bare relay (relay.ts: the floor for a Node proxy), a
@@ -76,14 +77,13 @@ export async function objectThroughput(print: (line: string) => void): Promise<v
         if (p.name === 'proxy') rss = Math.max(rss, proxy.peakRss());
       }
     }
-    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
     const [direct] = paths;
     const row = (op: 'put' | 'get') => {
       const cells = paths.map((p) => {
         const rate = `${(mib / median(p[op])).toFixed(0).padStart(5)} MiB/s`;
         if (p === direct) return `${p.name} ${rate}`;
         const ratios = p[op].map((seconds, i) => (direct[op][i] / seconds) * 100);
-        return `${p.name} ${rate} ${median(ratios).toFixed(0)}% [${Math.min(...ratios).toFixed(0)}..${Math.max(...ratios).toFixed(0)}]`;
+        return `${p.name} ${rate} ${ratioSpread(ratios)}`;
       });
       print(`${op.toUpperCase()}  ${cells.join('   ')}`);
     };

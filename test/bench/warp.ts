@@ -6,6 +6,7 @@ import { startMinio, MINIO_USER, MINIO_PASSWORD } from '../helpers/minio';
 import { cpuSeconds, startProxyProcess } from './proxy-process';
 import type { ProxyProcess } from './proxy-process';
 import { summarise } from './profile';
+import { median, ratioSpread } from './figures';
 
 // MinIO's own benchmark tool, warp, run back to back straight at MinIO and
 // at the proxy (three shard buckets on the same MinIO, same client settings),
@@ -139,7 +140,6 @@ async function throughProxy(proxy: ProxyProcess, run: () => Promise<Op[]>, w: Wo
 // per-request path and the byte path.
 const PROFILED = ['GET 4 KiB', 'GET 1 MiB'];
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const fixed = (n: number, digits = 0) => n.toFixed(digits);
 
 export async function warpBench(print: (line: string) => void): Promise<void> {
@@ -194,7 +194,7 @@ export async function warpBench(print: (line: string) => void): Promise<void> {
       `${fixed(m(direct, (x) => x.p50), 1)} / ${fixed(m(direct, (x) => x.p99), 1)} | ` +
       `${fixed(m(via, (x) => x.objPerSec))} | ${fixed(m(via, (x) => x.mibPerSec), 1)} | ` +
       `${fixed(m(via, (x) => x.p50), 1)} / ${fixed(m(via, (x) => x.p99), 1)} | ` +
-      `${fixed(median(ratios))}% [${fixed(Math.min(...ratios))}..${fixed(Math.max(...ratios))}] | ` +
+      `${ratioSpread(ratios)} | ` +
       `${fixed(median(via.map((p, i) => p.p50 - direct[i].p50)), 2)} | ${fixed(Math.max(...via.map((p) => p.peakRss)) / MiB, 1)} | ` +
       `${w.args[0] === 'list' ? '-' : fixed(cpuPerGiB, 2)} | ${fixed(cpuPerOp)} | ` +
       `${fixed(median(direct.map((d) => d.minioCpuSeconds / d.totalOps * 1e6)))} |`);
