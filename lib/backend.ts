@@ -5,6 +5,7 @@ import type { Limits, ShardConfig } from './config';
 import { S3Error, isS3Error } from './errors';
 import { encodePath, encodeQuery, sign } from './sigv4';
 import { channels } from './events';
+import type { Abortable } from './client-signal';
 
 export interface BackendRequest {
   method: string;
@@ -13,7 +14,7 @@ export interface BackendRequest {
   headers?: Record<string, string>;      // lower-case names, already filtered
   body?: Readable | Buffer | string | null;
   payloadHash?: string;                  // defaults to the empty body's hash / UNSIGNED-PAYLOAD
-  signal?: AbortSignal;
+  signal?: Abortable;
   operation?: string;                    // for metrics: the client's operation this serves
 }
 

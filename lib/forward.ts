@@ -9,6 +9,7 @@ import type { Operation, S3Request } from './s3-request';
 import type { VirtualBucket } from './virtual-bucket';
 import { encodePath } from './sigv4';
 import { channels } from './events';
+import type { Abortable } from './client-signal';
 
 // The one path most requests take: to the key's owner, re-signed, the body
 // piped through, the answer piped back.
@@ -105,7 +106,7 @@ export async function requestPayload(req: IncomingMessage, verify?: ChunkSignatu
 
 const BODY_METHODS = new Set(['PUT', 'POST']);
 
-export async function backendRequest(req: IncomingMessage, s3: S3Request, signal: AbortSignal): Promise<BackendRequest> {
+export async function backendRequest(req: IncomingMessage, s3: S3Request, signal: Abortable): Promise<BackendRequest> {
   const headers = forwardHeaders(req.headers);
   const out: BackendRequest = { method: s3.method, key: s3.key, query: forwardQuery(s3.query), headers, signal, operation: s3.operation };
   if (BODY_METHODS.has(s3.method)) {
@@ -128,7 +129,7 @@ const ON_UPLOAD = new Set<Operation>(['UploadPart', 'CompleteMultipartUpload', '
 const MAX_TAGGING_BODY = 64 * 1024;
 
 export async function forward(req: IncomingMessage, res: ServerResponse, s3: S3Request, vb: VirtualBucket,
-  signal: AbortSignal): Promise<void> {
+  signal: Abortable): Promise<void> {
   const owners = vb.owners(s3.key!);
   const br = await backendRequest(req, s3, signal);
   let backend = owners[0];
@@ -206,7 +207,7 @@ async function deleteAtEarlierOwners(owners: Backend[], br: BackendRequest): Pro
 
 /** The owner that knows the upload. A part's body can be sent only once, so
  * each owner is asked about the upload (a ListParts of one part) first. */
-export async function uploadHolder(owners: Backend[], key: string, uploadId: string, signal: AbortSignal): Promise<Backend> {
+export async function uploadHolder(owners: Backend[], key: string, uploadId: string, signal: Abortable): Promise<Backend> {
   if (owners.length === 1) return owners[0];
   for (const b of owners) {
     const r = await b.request({

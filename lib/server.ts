@@ -22,6 +22,7 @@ import { Readiness } from './readiness';
 import { channels } from './events';
 import { Authenticator } from './auth';
 import { prepareShard } from './shard-buckets';
+import { ClientSignal } from './client-signal';
 
 // Request ids: unique per process by a random prefix, per request by a
 // counter; drawing random bytes for each request showed in the profile.
@@ -113,9 +114,8 @@ export class ShardProxy {
     const requestId = nextRequestId();
     res.setHeader('x-amz-request-id', requestId);
     res.setHeader('server', 'tempo-s3-shard');
-    const aborter = new AbortController();
-    res.once('close', () => { if (!res.writableFinished) aborter.abort(); });
     if (this.admin(req, res)) return;
+    const gone = new ClientSignal(res);
     let s3: S3Request | undefined;
     const started = process.hrtime.bigint();
     // Socket counters, so the log holds bytes that really moved (a kept-alive
@@ -127,7 +127,7 @@ export class ShardProxy {
     try {
       s3 = parseS3Request(req, this.config.virtualHostDomains);
       if (this.authenticator) s3.auth = this.authenticator.authenticate({ method: s3.method, url: req.url ?? '/', headers: req.headers });
-      await this.dispatch(req, res, s3, aborter.signal);
+      await this.dispatch(req, res, s3, gone);
     } catch (err) {
       this.fail(req, res, err, s3?.resource ?? '/', requestId);
     } finally {
@@ -172,7 +172,7 @@ export class ShardProxy {
     }
   }
 
-  private async dispatch(req: IncomingMessage, res: ServerResponse, s3: S3Request, signal: AbortSignal): Promise<void> {
+  private async dispatch(req: IncomingMessage, res: ServerResponse, s3: S3Request, gone: ClientSignal): Promise<void> {
     if (s3.operation === 'ListBuckets') {
       listBuckets(res, [...this.buckets.values()], this.started);
       return;
@@ -191,17 +191,17 @@ export class ShardProxy {
       case 'ListObjectsV2':
       case 'ListObjectVersions':
       case 'ListMultipartUploads':
-        await list(res, s3, vb, signal);
+        await list(res, s3, vb, gone.signal);
         return;
       case 'DeleteObjects':
-        await deleteObjects(req, res, s3, vb, signal);
+        await deleteObjects(req, res, s3, vb, gone.signal);
         return;
       case 'CopyObject':
       case 'UploadPartCopy':
-        await copy(req, res, s3, this.buckets, vb, signal);
+        await copy(req, res, s3, this.buckets, vb, gone.signal);
         return;
       default:
-        await forward(req, res, s3, vb, signal);
+        await forward(req, res, s3, vb, gone);
     }
   }
 

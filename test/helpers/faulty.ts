@@ -3,7 +3,8 @@ import type { Server, Socket } from 'node:net';
 
 // A TCP relay in front of a real MinIO that injects faults on command: it
 // refuses, stalls, resets after some response bytes, or answers 503. It
-// also counts the connections the proxy holds open to it.
+// also counts the connections the proxy holds open to it, and those it has
+// closed.
 
 export type Fault =
   | { mode: 'pass' }
@@ -16,6 +17,7 @@ export interface Faulty {
   endpoint: string;
   set(fault: Fault): void;
   open(): number;
+  closed(): number;
   refuse(): Promise<void>;
   close(): Promise<void>;
 }
@@ -24,15 +26,20 @@ export async function startFaulty(target: string): Promise<Faulty> {
   const { hostname, port: targetPort } = new URL(target);
   let fault: Fault = { mode: 'pass' };
   let relayed = 0;
+  let closed = 0;
   const sockets = new Set<Socket>();
   let server: Server;
   let port = 0;
   const onConnection = (client: Socket) => {
     sockets.add(client);
-    client.on('close', () => sockets.delete(client));
+    client.on('close', () => {
+      sockets.delete(client);
+      closed++;
+    });
     client.on('error', () => {});
     const f = fault;
-    if (f.mode === 'stall') return;
+    // A connection made while stalling is stalled chunk by chunk below, so it
+    // carries requests again once the fault is lifted, as a kept-alive one does.
     if (f.mode === 'reset-first') {
       fault = { mode: 'pass' };
       client.resetAndDestroy();
@@ -94,6 +101,7 @@ export async function startFaulty(target: string): Promise<Faulty> {
     endpoint: `http://127.0.0.1:${port}`,
     set(f) { fault = f; relayed = 0; },
     open() { return [...sockets].filter((s) => s.remotePort !== Number(targetPort)).length; },
+    closed() { return closed; },
     async refuse() {
       await new Promise<void>((resolve) => server.close(() => resolve()));
       for (const s of sockets) s.destroy();

@@ -131,5 +131,19 @@ t.test('backend faults', async (t) => {
     const open = relay.open();
     t.ok(open <= 20, `after 1000 aborted downloads the proxy holds ${open} backend connections`);
     t.same(await get2(flakyKey).then((x) => [x.status, x.text.length]), [200, big.toString().length], 'and still serves');
+
+    // Clients that leave while the backend has not answered yet take their
+    // backend requests with them, long before the backend timeout (1 s here).
+    relay.set({ mode: 'stall' });
+    const waiting = Array.from({ length: 5 }, () => httpRequest(`${stack2.endpoint}/${Bucket}/${flakyKey}`).on('error', () => {}));
+    for (const req of waiting) req.end();
+    await new Promise((r) => setTimeout(r, 300));
+    const closedBefore = relay.closed();
+    for (const req of waiting) req.destroy();
+    await new Promise((r) => setTimeout(r, 300));
+    t.ok(relay.closed() - closedBefore >= 5,
+      `5 clients left while their GETs waited: the proxy closed ${relay.closed() - closedBefore} backend connections within 300 ms`);
+    relay.set({ mode: 'pass' });
+    t.same(await get2(flakyKey).then((x) => [x.status, x.text.length]), [200, big.toString().length], 'and serves again');
   });
 });
