@@ -42,7 +42,8 @@ function forwardQuery(query: URLSearchParams): [string, string][] {
 
 export function forwardHeaders(headers: IncomingMessage['headers']): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [name, value] of Object.entries(headers)) {
+  for (const name in headers) {
+    const value = headers[name];
     if (value === undefined || DROP_REQUEST_HEADERS.has(name)) continue;
     out[name] = Array.isArray(value) ? value.join(', ') : value;
   }
@@ -233,7 +234,8 @@ const MAX_REWRITTEN_BODY = 4 * 1024 * 1024;
 export async function respond(res: ServerResponse, upstream: Dispatcher.ResponseData, s3: S3Request,
   vb: VirtualBucket, backend: Backend, req: IncomingMessage): Promise<void> {
   const headers: Record<string, string | string[]> = {};
-  for (const [name, value] of Object.entries(upstream.headers)) {
+  for (const name in upstream.headers) {
+    const value = upstream.headers[name];
     if (value !== undefined && !DROP_RESPONSE_HEADERS.has(name)) headers[name] = value;
   }
   if (upstream.statusCode === 200 && WRITES.has(s3.operation)) channels.objectWritten.publish({ shard: backend.bucket });

@@ -20,7 +20,9 @@ function labelText(labels: Labels): string {
 // holds a newline); escaping them for the exposition format on every request
 // showed in the profile, so that waits for rendering.
 function seriesKey(labels: Labels): string {
-  return Object.values(labels).join('\n');
+  let key = '';
+  for (const name in labels) key += labels[name] + '\n';
+  return key;
 }
 
 interface Series { labels: Labels; value: number; counts?: number[]; sum?: number }

@@ -89,7 +89,7 @@ function bucketFromHost(host: string | undefined, domains: readonly string[]): s
 function classify(method: string, bucket: string, key: string | undefined, query: URLSearchParams,
   headers: IncomingMessage['headers']): Operation {
   const has = (p: string) => query.has(p);
-  const sub = [...query.keys()].find((k) => !PLAIN_PARAMS.has(k) && !LIST_PARAMS.has(k) && !k.startsWith('X-Amz-') && !k.startsWith('x-amz-'));
+  const sub = query.size === 0 ? undefined : [...query.keys()].find((k) => !PLAIN_PARAMS.has(k) && !LIST_PARAMS.has(k) && !k.startsWith('X-Amz-') && !k.startsWith('x-amz-'));
   if (bucket === '') {
     if (method === 'GET' || method === 'HEAD') return 'ListBuckets';
     throw new S3Error('MethodNotAllowed');

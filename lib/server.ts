@@ -33,6 +33,11 @@ function nextRequestId(): string {
   return REQUEST_ID_PREFIX + requestCount.toString(16).toUpperCase().padStart(8, '0');
 }
 
+function sendText(res: ServerResponse, status: number, body: string, type = 'text/plain; charset=utf-8'): void {
+  res.writeHead(status, { 'content-type': type, 'content-length': String(Buffer.byteLength(body)) });
+  res.end(body);
+}
+
 // The request path, top to bottom: admin routes, classify the S3 request,
 // find its virtual bucket, hand it to the one handler for its operation.
 export class ShardProxy {
@@ -148,24 +153,21 @@ export class ShardProxy {
   // Admin paths share the port with S3; a virtual bucket may never be named
   // like them (config refuses it), so they are never confused.
   private admin(req: IncomingMessage, res: ServerResponse): boolean {
-    const path = (req.url ?? '/').split('?')[0];
-    const text = (status: number, body: string, type = 'text/plain; charset=utf-8') => {
-      res.writeHead(status, { 'content-type': type, 'content-length': String(Buffer.byteLength(body)) });
-      res.end(body);
-    };
-    switch (path) {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    switch (q < 0 ? url : url.slice(0, q)) {
       case '/healthz':
-        text(200, 'ok\n');
+        sendText(res, 200, 'ok\n');
         return true;
       case '/readyz': {
         const failing = this.readiness.current().filter((s) => !s.ok);
-        text(failing.length ? 503 : 200, failing.length
+        sendText(res, failing.length ? 503 : 200, failing.length
           ? failing.map((s) => `not ready: shard ${s.bucket} at ${s.endpoint}: ${s.detail}`).join('\n') + '\n'
           : 'ready\n');
         return true;
       }
       case '/metrics':
-        void this.metricsText().then((body) => text(200, body, 'text/plain; version=0.0.4; charset=utf-8'));
+        void this.metricsText().then((body) => sendText(res, 200, body, 'text/plain; version=0.0.4; charset=utf-8'));
         return true;
       default:
         return false;
