@@ -20,3 +20,39 @@ t.test('request ids are distinct and match the error body', async (t) => {
   }
   t.equal(ids.size, 200, 'no id is given twice');
 });
+
+// The proxy's own answers (admin paths, bucket answers, listings, errors found
+// before or after routing) name the proxy and a request id of its own; an
+// answer passed on from the backend keeps the backend's.
+t.test('every answer names a request id and who answered', async (t) => {
+  const stack = await startStack(t);
+  const e = stack.endpoint;
+  await request(`${e}/proxy-bucket/t/b/obj`, { method: 'PUT', body: 'x' }).then((r) => r.body.dump());
+  const cases: [string, string, string, 'proxy' | 'backend'][] = [
+    ['health', 'GET', '/healthz', 'proxy'],
+    ['metrics', 'GET', '/metrics', 'proxy'],
+    ['ListBuckets', 'GET', '/', 'proxy'],
+    ['HeadBucket', 'HEAD', '/proxy-bucket', 'proxy'],
+    ['ListObjectsV2', 'GET', '/proxy-bucket?list-type=2', 'proxy'],
+    ['NoSuchBucket', 'GET', '/other-bucket/k', 'proxy'],
+    ['InvalidURI', 'GET', '/proxy-bucket/%E0%A4%A', 'proxy'],
+    ['NotImplemented', 'GET', '/proxy-bucket/t/b/obj?torrent', 'proxy'],
+    ['GetObject', 'GET', '/proxy-bucket/t/b/obj', 'backend'],
+    ['HeadObject', 'HEAD', '/proxy-bucket/t/b/obj', 'backend'],
+    ['PutObject', 'PUT', '/proxy-bucket/t/b/obj2', 'backend'],
+    ['NoSuchKey', 'GET', '/proxy-bucket/t/b/missing', 'backend'],
+  ];
+  for (const [name, method, path, who] of cases) {
+    const r = await request(`${e}${path}`, { method: method as 'GET', body: method === 'PUT' ? 'y' : undefined });
+    await r.body.dump();
+    const id = String(r.headers['x-amz-request-id'] ?? '');
+    const server = r.headers.server;
+    if (who === 'proxy') {
+      t.match(id, /^[0-9A-F]{16}$/, `${name} (${r.statusCode}): the proxy's request id`);
+      t.equal(server, 'tempo-s3-shard', `${name}: the proxy answered`);
+    } else {
+      t.ok(id.length > 0, `${name} (${r.statusCode}): a request id (${id})`);
+      t.equal(server, 'MinIO', `${name}: the backend's answer, passed on`);
+    }
+  }
+});
