@@ -3,6 +3,7 @@
 // ListMultipartUploadsResult) written from them.
 
 import { xmlEscape } from './errors';
+import { encodePath } from './sigv4';
 import type { ListRequest } from './list-merge';
 
 export interface XmlNode {
@@ -28,24 +29,6 @@ export interface Entry {
 
 const S3_XMLNS = 'http://s3.amazonaws.com/doc/2006-03-01/';
 const CHUNK = 16 * 1024;
-
-// What a URL-encoded name is made of: the name itself when every character
-// is unreserved (most keys), or else each UTF-8 byte's piece.
-const UNRESERVED = /^[A-Za-z0-9\-_.~/]*$/;
-const BYTE_PIECES = Array.from({ length: 256 }, (_, b) => {
-  const c = String.fromCharCode(b);
-  return UNRESERVED.test(c) ? c : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
-});
-
-/** Every byte of the UTF-8 except A-Z a-z 0-9 - _ . ~ and `/` as %XX, so both
- * form decoders (`+` is a space) and plain percent decoders read it back. */
-export function urlEncodeName(name: string, bytes?: Buffer): string {
-  if (UNRESERVED.test(name)) return name;
-  const utf8 = bytes ?? Buffer.from(name, 'utf8');
-  let out = '';
-  for (let i = 0; i < utf8.length; i++) out += BYTE_PIECES[utf8[i]];
-  return out;
-}
 
 function renderNode(n: XmlNode): string {
   const inner = n.children.length > 0 ? n.children.map(renderNode).join('') : xmlEscape(n.text);
@@ -77,7 +60,7 @@ export function* renderListing(
   truncated: boolean,
   nextContinuationToken: string | undefined,
 ): Generator<string> {
-  const encodeName = (s: string, bytes?: Buffer): string => (req.encodingUrl ? urlEncodeName(s, bytes) : xmlEscape(s));
+  const encodeName = (s: string, bytes?: Buffer): string => (req.encodingUrl ? encodePath(s, bytes) : xmlEscape(s));
   const el = (tag: string, value: string | number | boolean): string => `<${tag}>${value}</${tag}>`;
   const last = truncated ? entries[entries.length - 1] : undefined;
   const delimiter = req.delimiter ? el('Delimiter', encodeName(req.delimiter)) : '';
