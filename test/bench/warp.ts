@@ -3,7 +3,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startMinio, MINIO_USER, MINIO_PASSWORD } from '../helpers/minio';
-import { cpuSeconds, startProxyProcess } from './proxy-process';
+import { cpuSeconds, startProxyProcess, startRelayProcess } from './proxy-process';
 import type { ProxyProcess } from './proxy-process';
 import { summarise } from './profile';
 import { median, ratioSpread } from './figures';
@@ -28,10 +28,13 @@ interface Workload {
    * adds seconds to every run, while large ones left behind would fill the
    * disk. Each run has its own prefix, so what is left is never measured. */
   keep?: boolean;
+  /** Also run through the bare relay (relay.ts), the floor of a Node proxy on
+   * this machine: for the per-request path, where the proxy's own work shows. */
+  relay?: boolean;
 }
 
 const WORKLOADS: Workload[] = [
-  { name: 'GET 4 KiB', args: ['get', '--obj.size', '4KiB', '--objects', '1000', '--concurrent', '20'], ops: ['GET'], keep: true },
+  { name: 'GET 4 KiB', args: ['get', '--obj.size', '4KiB', '--objects', '1000', '--concurrent', '20'], ops: ['GET'], keep: true, relay: true },
   { name: 'GET 1 MiB', args: ['get', '--obj.size', '1MiB', '--objects', '100', '--concurrent', '8'], ops: ['GET'], keep: true },
   { name: 'GET 64 MiB', args: ['get', '--obj.size', '64MiB', '--objects', '4', '--concurrent', '4'], ops: ['GET'] },
   { name: 'PUT 4 KiB', args: ['put', '--obj.size', '4KiB', '--concurrent', '20'], ops: ['PUT'], keep: true },
@@ -147,9 +150,11 @@ export async function warpBench(print: (line: string) => void): Promise<void> {
   if (!warp) throw new Error('WARP_BIN is not set: `make bench` builds warp and sets it');
   const minio = await startMinio();
   const proxy = await startProxyProcess(minio.endpoint, ['warp-shard-1', 'warp-shard-2', 'warp-shard-3']);
+  const relay = await startRelayProcess(minio.endpoint);
   const dir = mkdtempSync(join(tmpdir(), 'tss-warp-'));
   const host = (endpoint: string) => new URL(endpoint).host;
-  const results = new Map<string, { direct: DirectRun[]; proxy: ProxyRun[] }>(WORKLOADS.map((w) => [w.name, { direct: [], proxy: [] }]));
+  const results = new Map<string, { direct: DirectRun[]; proxy: ProxyRun[]; relay: ProxyRun[] }>(
+    WORKLOADS.map((w) => [w.name, { direct: [], proxy: [], relay: [] }]));
   const idleRss: number[] = [];
   const profiles = new Map<string, string[]>();
   try {
@@ -160,6 +165,7 @@ export async function warpBench(print: (line: string) => void): Promise<void> {
         const direct = figures(await runWarp(warp, host(minio.endpoint), 'warp-direct', w, dir, `direct-${round}-${i}`), w.ops);
         r.direct.push({ ...direct, minioCpuSeconds: cpuSeconds(minio.process.pid!) - minioCpu0 });
         r.proxy.push(await throughProxy(proxy, () => runWarp(warp, host(proxy.endpoint), 'proxy-bucket', w, dir, `proxy-${round}-${i}`), w));
+        if (w.relay) r.relay.push(await throughProxy(relay, () => runWarp(warp, host(relay.endpoint), 'warp-relay', w, dir, `relay-${round}-${i}`), w));
       }
       // Memory a round freed is handed back once the proxy has been idle a
       // little (V8's memory reducer); what stays after that would be a leak.
@@ -167,6 +173,7 @@ export async function warpBench(print: (line: string) => void): Promise<void> {
       idleRss.push(proxy.rss());
     }
     await proxy.stop();
+    await relay.stop();
     for (const name of PROFILED) {
       const w = WORKLOADS.find((x) => x.name === name)!;
       const profiled = await startProxyProcess(minio.endpoint, ['warp-shard-1', 'warp-shard-2', 'warp-shard-3'], ['--cpu-prof', `--cpu-prof-dir=${join(dir, name)}`]);
@@ -176,6 +183,7 @@ export async function warpBench(print: (line: string) => void): Promise<void> {
     }
   } finally {
     await proxy.stop();
+    await relay.stop();
     await minio.stop();
     rmSync(dir, { recursive: true, force: true });
   }
@@ -198,6 +206,17 @@ export async function warpBench(print: (line: string) => void): Promise<void> {
       `${fixed(median(via.map((p, i) => p.p50 - direct[i].p50)), 2)} | ${fixed(Math.max(...via.map((p) => p.peakRss)) / MiB, 1)} | ` +
       `${w.args[0] === 'list' ? '-' : fixed(cpuPerGiB, 2)} | ${fixed(cpuPerOp)} | ` +
       `${fixed(median(direct.map((d) => d.minioCpuSeconds / d.totalOps * 1e6)))} |`);
+  }
+  for (const w of WORKLOADS.filter((x) => x.relay)) {
+    const { direct, proxy: via, relay: bare } = results.get(w.name)!;
+    print('');
+    print(`${w.name} through the bare relay (test/bench/relay.ts: each request sent on as it came, bodies piped through undici), ` +
+      `in the same rounds: ${fixed(median(bare.map((x) => x.objPerSec)))} obj/s, ` +
+      `${ratioSpread(bare.map((b, i) => b.objPerSec / direct[i].objPerSec * 100))} of direct ` +
+      `(the proxy ${ratioSpread(via.map((p, i) => p.objPerSec / direct[i].objPerSec * 100))}), ` +
+      `p50 added ${fixed(median(bare.map((b, i) => b.p50 - direct[i].p50)), 2)} ms, ` +
+      `CPU ${fixed(median(bare.map((b) => b.cpuSeconds / b.totalOps * 1e6)))} µs/op ` +
+      `(the proxy ${fixed(median(via.map((p) => p.cpuSeconds / p.totalOps * 1e6)))})`);
   }
   print('');
   print(`proxy RSS ${SETTLE_MS / 1000} s after each round (leak check): ${idleRss.map((r) => `${fixed(r / MiB, 1)} MiB`).join(', ')}`);
