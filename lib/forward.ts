@@ -290,21 +290,16 @@ export async function readCapped(body: Readable | NodeJS.ReadableStream, cap: nu
 function pipe(from: Readable, to: ServerResponse, shard: string): Promise<void> {
   let bytes = 0;
   from.on('data', (chunk: Buffer) => { bytes += chunk.length; });
-  to.once('close', () => channels.backendBytesReceived.publish({ shard, bytes }));
+  // Settled by whichever comes first; a promise settles once, so the later
+  // events need no listeners taken off.
   return new Promise((resolve, reject) => {
-    const onClose = () => {
+    to.once('close', () => {
+      channels.backendBytesReceived.publish({ shard, bytes });
       if (!to.writableFinished) from.destroy();
       resolve();
-    };
-    to.once('close', onClose);
-    from.once('error', (err) => {
-      to.off('close', onClose);
-      reject(err);
     });
-    from.once('end', () => {
-      to.off('close', onClose);
-      resolve();
-    });
+    from.once('error', reject);
+    from.once('end', resolve);
     from.pipe(to);
   });
 }
