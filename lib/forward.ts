@@ -130,7 +130,7 @@ const ON_UPLOAD = new Set<Operation>(['UploadPart', 'CompleteMultipartUpload', '
 const MAX_TAGGING_BODY = 64 * 1024;
 
 export async function forward(req: IncomingMessage, res: ServerResponse, s3: S3Request, vb: VirtualBucket,
-  signal: Abortable, requestId: string): Promise<void> {
+  signal: Abortable, answerHeaders: Record<string, string>): Promise<void> {
   const owners = vb.owners(s3.key!);
   const br = await backendRequest(req, s3, signal);
   let backend = owners[0];
@@ -147,7 +147,7 @@ export async function forward(req: IncomingMessage, res: ServerResponse, s3: S3R
   }
   upstream ??= await backend.request(br);
   s3.shard = backend.bucket;
-  await respond(res, upstream, s3, vb, backend, req, requestId);
+  await respond(res, upstream, s3, vb, backend, req, answerHeaders);
 }
 
 // Only the backend's own word that the object is not there moves a read on to
@@ -231,14 +231,11 @@ const WRITES = new Set(['PutObject', 'CompleteMultipartUpload', 'CopyObject']);
 const REWRITE_OK_BODY = new Set(['CreateMultipartUpload', 'CompleteMultipartUpload', 'ListParts']);
 const MAX_REWRITTEN_BODY = 4 * 1024 * 1024;
 
-/** Passes a backend's answer on. `requestId`, when the response has no
- * headers set yet, names this request unless the backend's answer names its
- * own (its error body does too). */
+/** Passes a backend's answer on, its headers added to `headers` (the
+ * backend's own request id and server name win, as its error body names them). */
 export async function respond(res: ServerResponse, upstream: Dispatcher.ResponseData, s3: S3Request,
-  vb: VirtualBucket, backend: Backend, req: IncomingMessage, requestId?: string): Promise<void> {
-  const headers: Record<string, string | string[]> = requestId === undefined
-    ? {}
-    : { 'x-amz-request-id': requestId, server: 'tempo-s3-shard' };
+  vb: VirtualBucket, backend: Backend, req: IncomingMessage,
+  headers: Record<string, string | string[]> = {}): Promise<void> {
   for (const name in upstream.headers) {
     const value = upstream.headers[name];
     if (value !== undefined && !DROP_RESPONSE_HEADERS.has(name)) headers[name] = value;

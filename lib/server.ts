@@ -24,7 +24,6 @@ import { Authenticator } from './auth';
 import { prepareShard } from './shard-buckets';
 import { ClientSignal } from './client-signal';
 
-const SERVER = 'tempo-s3-shard';
 const ADMIN_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
 
 // Request ids: unique per process by a random prefix, per request by a
@@ -36,13 +35,18 @@ function nextRequestId(): string {
   return REQUEST_ID_PREFIX + requestCount.toString(16).toUpperCase().padStart(8, '0');
 }
 
-// What the proxy answers itself names this request and the proxy. A backend
-// answer passed on is written by respond() with the same two defaults in its
-// one header object: a header set before writeHead() puts Node on a slower
-// path (setting, checking and storing each header again, ~12 µs a request).
+// Every answer names its request and the proxy. What the proxy answers
+// itself is stamped before it is written; a backend answer passed on starts
+// from these headers instead, all written in one writeHead(): a header set
+// before it puts Node on a slower path (setting, checking and storing each
+// header again, ~12 µs a request).
+function answerHeaders(requestId: string): Record<string, string> {
+  return { 'x-amz-request-id': requestId, server: 'tempo-s3-shard' };
+}
+
 function stamp(res: ServerResponse, requestId: string): void {
-  res.setHeader('x-amz-request-id', requestId);
-  res.setHeader('server', SERVER);
+  const headers = answerHeaders(requestId);
+  for (const name in headers) res.setHeader(name, headers[name]);
 }
 
 function sendText(res: ServerResponse, status: number, body: string, type = 'text/plain; charset=utf-8'): void {
@@ -221,7 +225,7 @@ export class ShardProxy {
         await copy(req, res, s3, this.buckets, vb, gone.signal);
         return;
       default:
-        await forward(req, res, s3, vb, gone, requestId);
+        await forward(req, res, s3, vb, gone, answerHeaders(requestId));
     }
   }
 
