@@ -146,7 +146,6 @@ export async function forward(req: IncomingMessage, res: ServerResponse, s3: S3R
     ({ backend, upstream } = await firstHolder(owners, br));
   }
   upstream ??= await backend.request(br);
-  s3.shard = backend.bucket;
   await respond(res, upstream, s3, vb, backend, req, answerHeaders);
 }
 
@@ -236,6 +235,9 @@ const MAX_REWRITTEN_BODY = 4 * 1024 * 1024;
 export async function respond(res: ServerResponse, upstream: Dispatcher.ResponseData, s3: S3Request,
   vb: VirtualBucket, backend: Backend, req: IncomingMessage,
   headers: Record<string, string | string[]> = {}): Promise<void> {
+  s3.shard = backend.bucket;
+  const backendId = upstream.headers['x-amz-request-id'];
+  if (typeof backendId === 'string') s3.backendRequestId = backendId;
   for (const name in upstream.headers) {
     const value = upstream.headers[name];
     if (value !== undefined && !DROP_RESPONSE_HEADERS.has(name)) headers[name] = value;

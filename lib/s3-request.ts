@@ -27,6 +27,9 @@ export interface S3Request {
   auth?: AuthResult;
   /** The shard bucket that served it, once routed (for logs). */
   shard?: string;
+  /** The backend's own id for the answer passed on (for logs): a client
+   * given that answer reports this id, not the proxy's. */
+  backendRequestId?: string;
 }
 
 // Query parameters that only shape or authenticate a request: they are not

@@ -2,7 +2,7 @@ import { createServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import type { Config } from './config';
 import { Pools, poolOptions } from './backend';
@@ -25,6 +25,9 @@ import { prepareShard } from './shard-buckets';
 import { ClientSignal } from './client-signal';
 
 const ADMIN_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
+
+// What each client connection had read when its last request was answered.
+const readBefore = new WeakMap<Socket, number>();
 
 // Request ids: unique per process by a random prefix, per request by a
 // counter; drawing random bytes for each request showed in the profile.
@@ -133,14 +136,19 @@ export class ShardProxy {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const requestId = nextRequestId();
-    if (this.admin(req, res, requestId)) return;
+    // Socket counters, so the log holds bytes that really moved (a kept-alive
+    // socket carries several requests: only the difference is this one's).
+    // A request's headers, and a small body whole, have been read before it
+    // is handed over: what it read counts from the end of the one before.
+    const socket = req.socket;
+    if (this.admin(req, res, requestId)) {
+      readBefore.set(socket, socket.bytesRead);
+      return;
+    }
     const gone = new ClientSignal(res);
     let s3: S3Request | undefined;
     const started = process.hrtime.bigint();
-    // Socket counters, so the log holds bytes that really moved (a kept-alive
-    // socket carries several requests: only the difference is this one's).
-    const socket = req.socket;
-    const read0 = socket.bytesRead;
+    const read0 = readBefore.get(socket) ?? 0;
     const written0 = socket.bytesWritten;
     channels.requestStart.publish({ operation: 'unknown' });
     try {
@@ -154,11 +162,14 @@ export class ShardProxy {
       const operation = s3?.operation ?? 'Invalid';
       const shard = s3?.shard ?? null;
       channels.requestEnd.publish({ operation, status: res.statusCode, seconds, shard });
+      const read = socket.bytesRead;
+      readBefore.set(socket, read);
       if (this.log.enabled('info')) {
         this.log.info('request', {
           operation, bucket: s3?.bucket ?? null, shard, status: res.statusCode,
-          bytes_in: socket.bytesRead - read0, bytes_out: socket.bytesWritten - written0,
+          bytes_in: read - read0, bytes_out: socket.bytesWritten - written0,
           duration_ms: Math.round(seconds * 1e6) / 1e3, request_id: requestId,
+          backend_request_id: s3?.backendRequestId ?? null,
         });
       }
     }
