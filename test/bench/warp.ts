@@ -144,6 +144,9 @@ async function throughProxy(proxy: ProxyProcess, run: () => Promise<Op[]>, w: Wo
 const PROFILED = ['GET 4 KiB', 'GET 1 MiB'];
 
 const fixed = (n: number, digits = 0) => n.toFixed(digits);
+/** Each round's throughput as a percentage of the same round's direct run. */
+const ofDirect = (runs: Figures[], direct: Figures[]) => runs.map((r, i) => r.objPerSec / direct[i].objPerSec * 100);
+const cpuPerOp = (runs: ProxyRun[]) => median(runs.map((r) => r.cpuSeconds / r.totalOps * 1e6));
 
 export async function warpBench(print: (line: string) => void): Promise<void> {
   const warp = process.env.WARP_BIN;
@@ -194,17 +197,15 @@ export async function warpBench(print: (line: string) => void): Promise<void> {
   print('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
   for (const w of WORKLOADS) {
     const { direct, proxy: via } = results.get(w.name)!;
-    const ratios = via.map((p, i) => p.objPerSec / direct[i].objPerSec * 100);
     const m = (rs: Figures[], f: (x: Figures) => number) => median(rs.map(f));
     const cpuPerGiB = median(via.map((p) => p.cpuSeconds / (p.totalBytes / GiB)));
-    const cpuPerOp = median(via.map((p) => p.cpuSeconds / p.totalOps * 1e6));
     print(`| ${w.name} | ${fixed(m(direct, (x) => x.objPerSec))} | ${fixed(m(direct, (x) => x.mibPerSec), 1)} | ` +
       `${fixed(m(direct, (x) => x.p50), 1)} / ${fixed(m(direct, (x) => x.p99), 1)} | ` +
       `${fixed(m(via, (x) => x.objPerSec))} | ${fixed(m(via, (x) => x.mibPerSec), 1)} | ` +
       `${fixed(m(via, (x) => x.p50), 1)} / ${fixed(m(via, (x) => x.p99), 1)} | ` +
-      `${ratioSpread(ratios)} | ` +
+      `${ratioSpread(ofDirect(via, direct))} | ` +
       `${fixed(median(via.map((p, i) => p.p50 - direct[i].p50)), 2)} | ${fixed(Math.max(...via.map((p) => p.peakRss)) / MiB, 1)} | ` +
-      `${w.args[0] === 'list' ? '-' : fixed(cpuPerGiB, 2)} | ${fixed(cpuPerOp)} | ` +
+      `${w.args[0] === 'list' ? '-' : fixed(cpuPerGiB, 2)} | ${fixed(cpuPerOp(via))} | ` +
       `${fixed(median(direct.map((d) => d.minioCpuSeconds / d.totalOps * 1e6)))} |`);
   }
   for (const w of WORKLOADS.filter((x) => x.relay)) {
@@ -212,11 +213,9 @@ export async function warpBench(print: (line: string) => void): Promise<void> {
     print('');
     print(`${w.name} through the bare relay (test/bench/relay.ts: each request sent on as it came, bodies piped through undici), ` +
       `in the same rounds: ${fixed(median(bare.map((x) => x.objPerSec)))} obj/s, ` +
-      `${ratioSpread(bare.map((b, i) => b.objPerSec / direct[i].objPerSec * 100))} of direct ` +
-      `(the proxy ${ratioSpread(via.map((p, i) => p.objPerSec / direct[i].objPerSec * 100))}), ` +
+      `${ratioSpread(ofDirect(bare, direct))} of direct (the proxy ${ratioSpread(ofDirect(via, direct))}), ` +
       `p50 added ${fixed(median(bare.map((b, i) => b.p50 - direct[i].p50)), 2)} ms, ` +
-      `CPU ${fixed(median(bare.map((b) => b.cpuSeconds / b.totalOps * 1e6)))} µs/op ` +
-      `(the proxy ${fixed(median(via.map((p) => p.cpuSeconds / p.totalOps * 1e6)))})`);
+      `CPU ${fixed(cpuPerOp(bare))} µs/op (the proxy ${fixed(cpuPerOp(via))})`);
   }
   print('');
   print(`proxy RSS ${SETTLE_MS / 1000} s after each round (leak check): ${idleRss.map((r) => `${fixed(r / MiB, 1)} MiB`).join(', ')}`);
