@@ -251,7 +251,7 @@ export async function respond(res: ServerResponse, upstream: Dispatcher.Response
       res.end();
       return;
     }
-    await pipe(upstream.body, res, backend.bucket);
+    await pipe(upstream.body, res, (bytes) => channels.backendBytesReceived.publish({ shard: backend.bucket, bytes }));
     return;
   }
   const text = (await readCapped(upstream.body, MAX_REWRITTEN_BODY)).toString('utf8');
@@ -285,15 +285,16 @@ export async function readCapped(body: Readable | NodeJS.ReadableStream, cap: nu
 }
 
 // Piping by hand keeps backpressure (a slow client slows the backend read)
-// and releases the backend stream when the client goes away.
-function pipe(from: Readable, to: ServerResponse, shard: string): Promise<void> {
+// and releases the backend stream when the client goes away. `received`
+// learns how many bytes came through.
+export function pipe(from: Readable, to: ServerResponse, received?: (bytes: number) => void): Promise<void> {
   let bytes = 0;
-  from.on('data', (chunk: Buffer) => { bytes += chunk.length; });
+  if (received) from.on('data', (chunk: Buffer) => { bytes += chunk.length; });
   // Settled by whichever comes first; a promise settles once, so the later
   // events need no listeners taken off.
   return new Promise((resolve, reject) => {
     to.once('close', () => {
-      channels.backendBytesReceived.publish({ shard, bytes });
+      received?.(bytes);
       if (!to.writableFinished) from.destroy();
       resolve();
     });

@@ -32,6 +32,8 @@ export interface ListRequest {
   continuationToken: string;
   /** The position `continuationToken` carries. */
   tokenAfter: string | undefined;
+  /** The worker that holds the listing `continuationToken` goes on with, if it named one. */
+  tokenOwner: number | undefined;
   /** V2 `fetch-owner`. */
   fetchOwner: boolean;
   /** Versions and uploads `key-marker`. */
@@ -54,15 +56,21 @@ export type ShardRank = (key: string, shard: number) => number;
 
 const MAX_KEYS = 1000;
 const MAX_KEY_BYTES = 1024;
+// Tokens of version 2 also name the worker that holds the listing (see
+// ListingCache), so that another worker can hand the next page to it.
 const TOKEN_VERSION = 1;
+const TOKEN_VERSION_OWNED = 2;
 
 // ---------------------------------------------------------------------------
-// Continuation tokens: version byte, the UTF-8 of the last entry, CRC32 of
-// both. The CRC only tells our tokens from garbage and foreign tokens: a
-// forged token is no more than a start-after the client could send anyway.
+// Continuation tokens: version byte, [the owner's worker id, 4 bytes,] the
+// UTF-8 of the last entry, CRC32 of all that. The CRC only tells our tokens
+// from garbage and foreign tokens: a forged token is no more than a
+// start-after the client could send anyway, and a worker that does not exist.
 
-export function encodeListToken(after: string): string {
-  const body = Buffer.concat([Buffer.from([TOKEN_VERSION]), Buffer.from(after, 'utf8')]);
+export function encodeListToken(after: string, owner?: number): string {
+  const head = owner === undefined ? Buffer.from([TOKEN_VERSION]) : Buffer.alloc(5, TOKEN_VERSION_OWNED);
+  if (owner !== undefined) head.writeUInt32BE(owner, 1);
+  const body = Buffer.concat([head, Buffer.from(after, 'utf8')]);
   const sum = Buffer.alloc(4);
   sum.writeUInt32BE(crc32(body));
   return Buffer.concat([body, sum]).toString('base64url');
@@ -71,18 +79,24 @@ export function encodeListToken(after: string): string {
 // ignoreBOM: a key may well begin with U+FEFF.
 const utf8Strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
-export function decodeListToken(token: string): string {
+function readListToken(token: string): { after: string; owner: number | undefined } {
   const invalid = new S3Error('InvalidArgument', 'The continuation token provided is incorrect');
   if (!/^[A-Za-z0-9_-]+$/.test(token) || token.length > 2 * MAX_KEY_BYTES) throw invalid;
   const raw = Buffer.from(token, 'base64url');
-  if (raw.toString('base64url') !== token || raw.length < 5 || raw[0] !== TOKEN_VERSION) throw invalid;
+  const headLength = raw[0] === TOKEN_VERSION ? 1 : raw[0] === TOKEN_VERSION_OWNED ? 5 : 0;
+  if (raw.toString('base64url') !== token || headLength === 0 || raw.length < headLength + 4) throw invalid;
   const body = raw.subarray(0, raw.length - 4);
-  if (crc32(body) !== raw.readUInt32BE(raw.length - 4) || body.length - 1 > MAX_KEY_BYTES) throw invalid;
+  if (crc32(body) !== raw.readUInt32BE(raw.length - 4) || body.length - headLength > MAX_KEY_BYTES) throw invalid;
   try {
-    return utf8Strict.decode(body.subarray(1));
+    return { after: utf8Strict.decode(body.subarray(headLength)), owner: headLength === 5 ? body.readUInt32BE(1) : undefined };
   } catch {
     throw invalid;
   }
+}
+
+/** The position a continuation token resumes after. */
+export function decodeListToken(token: string): string {
+  return readListToken(token).after;
 }
 
 // ---------------------------------------------------------------------------
@@ -113,12 +127,13 @@ export function parseListRequest(kind: ListKind, bucket: string, query: URLSearc
     startAfter: byKind(['v2'], 'start-after'),
     continuationToken: byKind(['v2'], 'continuation-token'),
     tokenAfter: undefined,
+    tokenOwner: undefined,
     fetchOwner: byKind(['v2'], 'fetch-owner').toLowerCase() === 'true',
     keyMarker: byKind(['versions', 'uploads'], 'key-marker'),
     versionIdMarker: byKind(['versions'], 'version-id-marker'),
     uploadIdMarker: byKind(['uploads'], 'upload-id-marker'),
   };
-  if (req.continuationToken) req.tokenAfter = decodeListToken(req.continuationToken);
+  if (req.continuationToken) ({ after: req.tokenAfter, owner: req.tokenOwner } = readListToken(req.continuationToken));
   if (req.versionIdMarker && !req.keyMarker) {
     throw new S3Error('InvalidArgument', 'A version-id marker cannot be specified without a key marker.');
   }
@@ -727,6 +742,8 @@ export interface MergeOptions {
   rank?: ShardRank;
   /** Listings in progress of this set of shards. */
   cache?: ListingCache<ListingState>;
+  /** This worker's id, written into V2 tokens: the worker whose cache holds the listing. */
+  owner?: number;
 }
 
 /**
@@ -738,7 +755,7 @@ export async function* mergeListing(
   req: ListRequest,
   shards: ShardPageFetcher[],
   signal: AbortSignal,
-  { rank, cache }: MergeOptions = {},
+  { rank, cache, owner }: MergeOptions = {},
 ): AsyncIterable<string> {
   signal.throwIfAborted();
   const start = startPosition(req);
@@ -761,6 +778,6 @@ export async function* mergeListing(
     }
   }
   const { entries, truncated } = result;
-  const token = req.kind === 'v2' && truncated ? encodeListToken(entries[entries.length - 1].name) : undefined;
+  const token = req.kind === 'v2' && truncated ? encodeListToken(entries[entries.length - 1].name, owner) : undefined;
   yield* renderListing(req, entries, truncated, token);
 }

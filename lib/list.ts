@@ -1,4 +1,4 @@
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { once } from 'node:events';
 import { S3Error } from './errors';
 import { mergeListing, parseListRequest } from './list-merge';
@@ -8,6 +8,7 @@ import type { S3Request } from './s3-request';
 import type { VirtualBucket } from './virtual-bucket';
 import { readCapped } from './forward';
 import { channels } from './events';
+import type { Handoff } from './handoff';
 
 const KINDS: Partial<Record<S3Request['operation'], ListKind>> = {
   ListObjects: 'v1',
@@ -31,9 +32,12 @@ function cacheOf(vb: VirtualBucket): ListingCache<ListingState> {
 
 // Listings fan out to every shard; the merger asks each for pages as it
 // needs them. A shard that cannot answer fails the whole listing: a partial
-// answer would look like lost data.
-export async function list(res: ServerResponse, s3: S3Request, vb: VirtualBucket, signal: AbortSignal): Promise<void> {
+// answer would look like lost data. With several workers, a page that goes
+// on from a listing another worker holds is handed to that one.
+export async function list(req: IncomingMessage, res: ServerResponse, s3: S3Request, vb: VirtualBucket, signal: AbortSignal,
+  handoff?: Handoff): Promise<void> {
   const request = parseListRequest(KINDS[s3.operation]!, vb.name, s3.query);
+  if (handoff && request.tokenOwner !== undefined && await handoff.pass(request.tokenOwner, req, res, s3, signal)) return;
   const fetchers: ShardPageFetcher[] = vb.backends.map((b) => async (query, shardSignal) => {
     const r = await b.request({ method: 'GET', query: Object.entries(query), signal: shardSignal, operation: s3.operation });
     channels.listPage.publish({ shard: b.bucket });
@@ -50,7 +54,7 @@ export async function list(res: ServerResponse, s3: S3Request, vb: VirtualBucket
     const i = vb.owners(key).indexOf(vb.backends[shard]);
     return i < 0 ? vb.backends.length : i;
   };
-  const pieces = mergeListing(request, fetchers, signal, { rank, cache: cacheOf(vb) })[Symbol.asyncIterator]();
+  const pieces = mergeListing(request, fetchers, signal, { rank, cache: cacheOf(vb), owner: handoff?.self })[Symbol.asyncIterator]();
   let next = await pieces.next();
   res.writeHead(200, { 'content-type': 'application/xml' });
   while (!next.done) {

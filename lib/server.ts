@@ -1,3 +1,4 @@
+import cluster from 'node:cluster';
 import { createServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { readFileSync } from 'node:fs';
@@ -23,6 +24,7 @@ import { channels } from './events';
 import { Authenticator } from './auth';
 import { prepareShard } from './shard-buckets';
 import { ClientSignal } from './client-signal';
+import { Handoff } from './handoff';
 
 const ADMIN_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
 
@@ -70,6 +72,10 @@ export class ShardProxy {
   private readonly authenticator: Authenticator | undefined;
   private readonly pools: Pools;
   private readonly started = new Date();
+  // Only workers have siblings to hand listings to.
+  private handoff = cluster.isWorker
+    ? new Handoff(cluster.worker!.id, (req, res) => { void this.handle(req, res, true); })
+    : undefined;
 
   constructor(readonly config: Config, readonly log: Logger = new Logger(config.logLevel)) {
     this.pools = new Pools(poolOptions(config.limits));
@@ -118,6 +124,12 @@ export class ShardProxy {
         resolve();
       });
     });
+    await this.handoff?.listen().catch((err: Error) => {
+      // A read-only temporary directory: pages that reach another worker
+      // then start over, which is slower but gives the same answer.
+      this.log.warn('cannot take listings handed over by other workers', { error: err.message });
+      this.handoff = undefined;
+    });
     this.readiness.start();
     return this.server.address() as AddressInfo;
   }
@@ -130,11 +142,13 @@ export class ShardProxy {
     const timer = setTimeout(() => this.server.closeAllConnections(), graceMs);
     await closed;
     clearTimeout(timer);
+    await this.handoff?.close();
     await this.pools.close();
     this.metrics.close();
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  /** `handedOver`: a sibling worker passed the request on, and logs and counts it itself. */
+  private async handle(req: IncomingMessage, res: ServerResponse, handedOver = false): Promise<void> {
     const requestId = nextRequestId();
     // Socket counters, so the log holds bytes that really moved (a kept-alive
     // socket carries several requests: only the difference is this one's).
@@ -150,7 +164,7 @@ export class ShardProxy {
     const started = process.hrtime.bigint();
     const read0 = readBefore.get(socket) ?? 0;
     const written0 = socket.bytesWritten;
-    channels.requestStart.publish({ operation: 'unknown' });
+    if (!handedOver) channels.requestStart.publish({ operation: 'unknown' });
     try {
       s3 = parseS3Request(req, this.config.virtualHostDomains);
       if (this.authenticator) s3.auth = this.authenticator.authenticate({ method: s3.method, url: req.url ?? '/', headers: req.headers });
@@ -158,19 +172,22 @@ export class ShardProxy {
     } catch (err) {
       this.fail(req, res, err, s3?.resource ?? '/', requestId);
     } finally {
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      const operation = s3?.operation ?? 'Invalid';
-      const shard = s3?.shard ?? null;
-      channels.requestEnd.publish({ operation, status: res.statusCode, seconds, shard });
-      const read = socket.bytesRead;
-      readBefore.set(socket, read);
-      if (this.log.enabled('info')) {
-        this.log.info('request', {
-          operation, bucket: s3?.bucket ?? null, shard, status: res.statusCode,
-          bytes_in: read - read0, bytes_out: socket.bytesWritten - written0,
-          duration_ms: Math.round(seconds * 1e6) / 1e3, request_id: requestId,
-          backend_request_id: s3?.backendRequestId ?? null,
-        });
+      // What a sibling handed over, it logs and counts itself.
+      if (!handedOver) {
+        const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+        const operation = s3?.operation ?? 'Invalid';
+        const shard = s3?.shard ?? null;
+        channels.requestEnd.publish({ operation, status: res.statusCode, seconds, shard });
+        const read = socket.bytesRead;
+        readBefore.set(socket, read);
+        if (this.log.enabled('info')) {
+          this.log.info('request', {
+            operation, bucket: s3?.bucket ?? null, shard, status: res.statusCode,
+            bytes_in: read - read0, bytes_out: socket.bytesWritten - written0,
+            duration_ms: Math.round(seconds * 1e6) / 1e3, request_id: requestId,
+            backend_request_id: s3?.backendRequestId ?? null,
+          });
+        }
       }
     }
   }
@@ -224,7 +241,7 @@ export class ShardProxy {
       case 'ListObjectVersions':
       case 'ListMultipartUploads':
         stamp(res, requestId);
-        await list(res, s3, vb, gone.signal);
+        await list(req, res, s3, vb, gone.signal, this.handoff);
         return;
       case 'DeleteObjects':
         stamp(res, requestId);

@@ -1,12 +1,14 @@
 import cluster from 'node:cluster';
 import type { Worker } from 'node:cluster';
+import { rmSync } from 'node:fs';
 import type { Logger } from './log';
+import { handoffSocket } from './handoff';
 import type { Metrics, MetricsSnapshot } from './metrics';
 
 // `--workers N`: N processes share one port (node:cluster). The primary only
-// supervises: it restarts a worker that dies, forwards SIGTERM, and relays
+// supervises: it restarts a worker that dies, forwards SIGTERM, relays
 // metric snapshots so that /metrics, whichever worker answers it, counts
-// every worker's requests.
+// every worker's requests, and removes a dead worker's handoff socket.
 
 type Message =
   | { t: 'metrics-request'; id: number }
@@ -49,6 +51,8 @@ export function runPrimary(count: number, log: Logger): Promise<number> {
   return new Promise((resolve) => {
     let failed = false;
     cluster.on('exit', (worker, code, signal) => {
+      // A worker killed outright leaves its socket behind.
+      rmSync(handoffSocket(process.pid, worker.id), { force: true });
       const listened = started.get(worker);
       started.delete(worker);
       if (stopping) {

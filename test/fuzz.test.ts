@@ -269,7 +269,16 @@ function tokenCase(rng: Rng): TokenCase {
       } catch { /* not UTF-8: refused */ }
       return { token: rawToken(bytes), expected };
     }
-    case 2: return { token: rawToken(Buffer.from(key), rng.pick([0, 2, 255])), expected: undefined };
+    case 2: {
+      // Version 2 names a worker in 4 bytes before the position.
+      const version = rng.pick([0, 2, 3, 255]);
+      const bytes = version === 2 && rng.bool() ? Buffer.concat([rng.bytes(4), Buffer.from(key)]) : Buffer.from(key);
+      let expected: string | undefined;
+      try {
+        if (version === 2 && bytes.length >= 4 && bytes.length - 4 <= 1024) expected = utf8.decode(bytes.subarray(4));
+      } catch { /* not UTF-8: refused */ }
+      return { token: rawToken(bytes, version), expected };
+    }
     case 3: {
       const good = rawToken(Buffer.from(key));
       const token = mutateBytes(rng, Buffer.from(good), 2).toString('latin1');

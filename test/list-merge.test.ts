@@ -1,6 +1,7 @@
 import t from 'tap';
 import sax from 'sax';
 import { Readable } from 'node:stream';
+import { crc32 } from 'node:zlib';
 import { S3Error } from '../lib/errors';
 import {
   decodeListToken,
@@ -954,7 +955,7 @@ t.test('continuation tokens: round trip, and anything else is InvalidArgument', 
   const valid = encodeListToken('tenant/block/');
   const raw = Buffer.from(valid, 'base64url');
   const otherVersion = Buffer.from(raw);
-  otherVersion[0] = 2;
+  otherVersion[0] = 3;
   const flipped = Buffer.from(raw);
   flipped[3] ^= 1;
   const bad = {
@@ -971,6 +972,28 @@ t.test('continuation tokens: round trip, and anything else is InvalidArgument', 
       { code: 'InvalidArgument' }, what);
   }
   t.equal(parseListRequest('v2', BUCKET, new URLSearchParams({ 'continuation-token': valid })).tokenAfter, 'tenant/block/');
+});
+
+t.test('a token names the worker that holds its listing, if the listing was given one', async (t) => {
+  const parse = (token: string) => parseListRequest('v2', BUCKET, new URLSearchParams({ 'continuation-token': token }));
+  t.match(parse(encodeListToken('tenant/block/', 7)), { tokenAfter: 'tenant/block/', tokenOwner: 7 });
+  t.match(parse(encodeListToken('', 0xffffffff)), { tokenAfter: '', tokenOwner: 0xffffffff });
+  t.match(parse(encodeListToken('tenant/block/')), { tokenAfter: 'tenant/block/', tokenOwner: undefined });
+  // Version 2 with its CRC but too short to hold a worker id.
+  const short = Buffer.from([2, 0, 0]);
+  const sum = Buffer.alloc(4);
+  sum.writeUInt32BE(crc32(short));
+  t.throws(() => parse(Buffer.concat([short, sum]).toString('base64url')), { code: 'InvalidArgument' });
+
+  const shards = shardsWith(new Rng(5), [['a', 'c'], ['b', 'd']]);
+  const pageToken = async (owner?: number) => {
+    const req = parseListRequest('v2', BUCKET, new URLSearchParams({ 'list-type': '2', 'max-keys': '2' }));
+    const pieces: string[] = [];
+    for await (const p of mergeListing(req, shards.map((s) => s.fetch), new AbortController().signal, { owner })) pieces.push(p);
+    return parse(parseDoc(pieces.join('')).top.get('NextContinuationToken')!);
+  };
+  t.match(await pageToken(3), { tokenAfter: 'b', tokenOwner: 3 });
+  t.match(await pageToken(), { tokenAfter: 'b', tokenOwner: undefined });
 });
 
 t.test('parseListRequest validates and clamps', async (t) => {
