@@ -57,14 +57,18 @@ function putAsObjects(endpoint: string, bucket: string, keys: string[]): Promise
   return put(endpoint, `/${bucket}/keys.tar`, tarOfEmptyFiles(keys), { 'x-amz-meta-snowball-auto-extract': 'true' });
 }
 
-async function listAll(endpoint: string, bucket: string, query: string): Promise<{ keys: number; seconds: number }> {
+/** `newConnections`: each page on a connection of its own, as a client with
+ * a pool of them may send it. */
+async function listAll(endpoint: string, bucket: string, query: string, newConnections = false): Promise<{ keys: number; seconds: number }> {
   const started = process.hrtime.bigint();
   let keys = 0;
   let token: string | undefined;
   do {
     const path = `/${bucket}?list-type=2&max-keys=1000${query}${token ? `&continuation-token=${encodeURIComponent(token)}` : ''}`;
-    const r = await request(`${endpoint}${path}`, { headers: signed(endpoint, 'GET', path), dispatcher: agent });
+    const dispatcher = newConnections ? new Agent() : agent;
+    const r = await request(`${endpoint}${path}`, { headers: signed(endpoint, 'GET', path), dispatcher });
     const xml = await r.body.text();
+    if (newConnections) await dispatcher.close();
     if (r.statusCode !== 200) throw new Error(`list: ${r.statusCode} ${xml.slice(0, 200)}`);
     keys += (xml.match(/<Key>/g) ?? []).length;
     token = /<NextContinuationToken>([^<]+)</.exec(xml)?.[1];
@@ -81,6 +85,29 @@ function memoryDir(): string | undefined {
     return fs.bavail * fs.bsize >= 2 * 1024 ** 3 ? '/dev/shm' : undefined;
   } catch {
     return undefined;
+  }
+}
+
+// node:cluster deals each new connection to the next worker, so a client
+// that pages over new connections reaches a worker that does not hold its
+// listing every other page: what the handoff to the one that does is worth.
+async function listOverWorkers(minioEndpoint: string, rounds: number, print: (line: string) => void): Promise<void> {
+  const proxy = await startProxyProcess(minioEndpoint, SHARDS, [], 2);
+  try {
+    const direct: number[] = [];
+    const viaProxy: number[] = [];
+    for (let i = 0; i < rounds; i++) {
+      for (const [endpointOf, bucket, rates] of [[minioEndpoint, 'single', direct], [proxy.endpoint, 'proxy-bucket', viaProxy]] as const) {
+        const r = await listAll(endpointOf, bucket, '', true);
+        if (r.keys !== KEYS) throw new Error(`listed ${r.keys} keys of ${KEYS} from ${bucket}`);
+        rates.push(r.keys / r.seconds);
+      }
+    }
+    const ratios = viaProxy.map((v, i) => v / direct[i] * 100);
+    print(`LIST ${KEYS} keys, each page on a new connection, proxy with 2 workers, ${rounds} rounds   direct ${median(direct).toFixed(0)} keys/s   ` +
+      `proxy ${median(viaProxy).toFixed(0)} keys/s   ratio ${ratioSpread(ratios)}`);
+  } finally {
+    await proxy.stop();
   }
 }
 
@@ -120,6 +147,7 @@ export async function listThroughput(print: (line: string) => void): Promise<voi
     }
     const rss = proxy.peakRss();
     print(`proxy peak RSS while listing ${(rss / 1024 / 1024).toFixed(1)} MiB (idle before: ${(rssBefore / 1024 / 1024).toFixed(1)} MiB)`);
+    await listOverWorkers(minio.endpoint, rounds, print);
   } finally {
     await proxy.stop();
     await agent.close();

@@ -28,7 +28,7 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
-export async function startProxyProcess(minioEndpoint: string, buckets: string[], nodeArgs: string[] = []): Promise<ProxyProcess> {
+export async function startProxyProcess(minioEndpoint: string, buckets: string[], nodeArgs: string[] = [], workers = 1): Promise<ProxyProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'tss-bench-'));
   const port = await freePort();
   const config = join(dir, 'config.json');
@@ -38,7 +38,7 @@ export async function startProxyProcess(minioEndpoint: string, buckets: string[]
     // would otherwise interleave with the figures.
     buckets, log_level: 'error',
   }));
-  const child = spawn(process.execPath, [...nodeArgs, join(__dirname, '..', '..', '..', 'bin', 'tempo-s3-shard'), '--config', config, '--workers', '1'], { stdio: 'inherit' });
+  const child = spawn(process.execPath, [...nodeArgs, join(__dirname, '..', '..', '..', 'bin', 'tempo-s3-shard'), '--config', config, '--workers', String(workers)], { stdio: 'inherit' });
   return watch(child, `http://127.0.0.1:${port}`, () => rmSync(dir, { recursive: true, force: true }));
 }
 
