@@ -1,40 +1,22 @@
 import t from 'tap';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { request } from 'undici';
 import { get as httpGet } from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import aws4 from 'aws4';
-import { startMinio, freePort, MINIO_USER, MINIO_PASSWORD } from '../helpers/minio';
+import { startMinio, MINIO_USER, MINIO_PASSWORD } from '../helpers/minio';
+import { startWorkers } from '../helpers/workers';
 
 // The installed command with --workers: one port, several processes, a
 // worker that dies is replaced, /metrics counts every worker, and SIGTERM
 // lets in-flight transfers finish before exiting 0.
 
-const bin = join(__dirname, '..', '..', 'bin', 'tempo-s3-shard');
 const creds = { accessKeyId: MINIO_USER, secretAccessKey: MINIO_PASSWORD };
 
 t.test('workers, metrics across them, graceful SIGTERM', async (t) => {
   const minio = await startMinio();
   t.teardown(() => minio.stop());
-  const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'tss-workers-'));
-  const config = join(dir, 'config.json');
-  writeFileSync(config, JSON.stringify({
-    listen_addr: `127.0.0.1:${port}`, endpoint: minio.endpoint, access_key_id: MINIO_USER, secret_access_key: MINIO_PASSWORD,
-    buckets: ['w-1', 'w-2', 'w-3'], log_level: 'info',
-  }));
-  const child = spawn(process.execPath, [bin, '--config', config, '--workers', '2'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let log = '';
-  child.stderr.on('data', (d) => { log += d; });
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  t.teardown(() => { child.kill('SIGKILL'); });
-  const base = `http://127.0.0.1:${port}`;
-  const pids = () => [...log.matchAll(/"msg":"listening".*?"pid":(\d+)/g)].map((m) => Number(m[1]));
-  for (let i = 0; i < 100 && pids().length < 2; i++) await new Promise((r) => setTimeout(r, 100));
+  const { child, port, base, exited, log, pids } = await startWorkers(t, minio.endpoint, ['w-1', 'w-2', 'w-3'], 2);
   t.equal(new Set(pids()).size, 2, 'two workers listen');
 
   const s3 = async (method: 'PUT' | 'GET', key: string, body?: Buffer) => {
@@ -55,7 +37,7 @@ t.test('workers, metrics across them, graceful SIGTERM', async (t) => {
 
   process.kill(pids()[0], 'SIGKILL');
   for (let i = 0; i < 100 && pids().length < 3; i++) await new Promise((r) => setTimeout(r, 100));
-  t.match(log, 'worker died; starting another');
+  t.match(log(), 'worker died; starting another');
   t.equal(pids().length, 3, 'a replacement worker listens');
   const again = await s3('GET', 'tenant/b1/meta.json');
   t.equal(await again.body.text(), 'x', 'still serving');

@@ -1,12 +1,12 @@
 import t from 'tap';
 import type { Test } from 'tap';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import aws4 from 'aws4';
-import { startMinio, freePort, MINIO_USER, MINIO_PASSWORD } from '../helpers/minio';
+import { startMinio, MINIO_USER, MINIO_PASSWORD } from '../helpers/minio';
+import { startWorkers } from '../helpers/workers';
 import { encodeListToken } from '../../lib/list-merge';
 import { handoffSocket } from '../../lib/handoff';
 
@@ -16,7 +16,6 @@ import { handoffSocket } from '../../lib/handoff';
 // worker that is gone is served where it lands, and so is every page when
 // the workers cannot make their sockets.
 
-const bin = join(__dirname, '..', '..', 'bin', 'tempo-s3-shard');
 const creds = { accessKeyId: MINIO_USER, secretAccessKey: MINIO_PASSWORD };
 const KEYS = Array.from({ length: 30 }, (_, i) => `tenant/b${String(i).padStart(2, '0')}/meta.json`);
 
@@ -27,21 +26,7 @@ const worker = (r: { headers: Record<string, string | string[] | undefined> }) =
 async function startProxy(t: Test, env: NodeJS.ProcessEnv = process.env) {
   const minio = await startMinio();
   t.teardown(() => minio.stop());
-  const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'tss-workers-list-'));
-  const config = join(dir, 'config.json');
-  writeFileSync(config, JSON.stringify({
-    listen_addr: `127.0.0.1:${port}`, endpoint: minio.endpoint, access_key_id: MINIO_USER, secret_access_key: MINIO_PASSWORD,
-    buckets: ['wl-1', 'wl-2', 'wl-3'], log_level: 'info',
-  }));
-  const child = spawn(process.execPath, [bin, '--config', config, '--workers', '2'], { stdio: ['ignore', 'ignore', 'pipe'], env });
-  let log = '';
-  child.stderr.on('data', (d) => { log += d; });
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  t.teardown(() => { child.kill('SIGKILL'); });
-  const base = `http://127.0.0.1:${port}`;
-  const pids = () => [...log.matchAll(/"msg":"listening".*?"pid":(\d+)/g)].map((m) => Number(m[1]));
-  for (let i = 0; i < 100 && pids().length < 2; i++) await new Promise((r) => setTimeout(r, 100));
+  const { child, port, base, exited, log, pids } = await startWorkers(t, minio.endpoint, ['wl-1', 'wl-2', 'wl-3'], 2, env);
   t.equal(new Set(pids()).size, 2, 'two workers listen');
 
   // A new connection each time: node:cluster deals them to the workers in turn.
@@ -78,7 +63,7 @@ async function startProxy(t: Test, env: NodeJS.ProcessEnv = process.env) {
     } while (token);
     return { keys, answeredBy };
   };
-  return { child, base, exited, pids, s3, listAll, log: () => log };
+  return { child, base, exited, pids, s3, listAll, log };
 }
 
 t.test('listing pages reach the worker that holds the listing', async (t) => {
