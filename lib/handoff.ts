@@ -100,7 +100,9 @@ export class Handoff {
     let pool = this.pools.get(owner);
     // Only workers whose socket exists get a pool: a token may name any number.
     if (!pool && existsSync(socketPath(owner))) {
-      pool = new Pool('http://localhost', { socketPath: socketPath(owner), connections: 8 });
+      // No cap on connections: a page queued behind another would wait
+      // for that page's whole listing; the client's own connections bound them.
+      pool = new Pool('http://localhost', { socketPath: socketPath(owner), connections: null });
       this.pools.set(owner, pool);
     }
     return pool;

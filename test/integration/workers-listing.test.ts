@@ -78,6 +78,14 @@ t.test('listing pages reach the worker that holds the listing', async (t) => {
   const metrics = await request(`${base}/metrics`, { reset: true }).then((r) => r.body.text());
   t.match(metrics, /^tempo_s3_shard_requests_total\{operation="ListObjectsV2",status="2xx"\} 8$/m, 'each page counted once');
 
+  // Listings side by side, each held by the worker that began it.
+  const together = await Promise.all([1, 2, 3, 4].map(() => listAll()));
+  for (const l of together) {
+    t.same(l.keys, KEYS, 'every key once, in order, beside other listings');
+    t.equal(new Set(l.answeredBy).size, 1, 'answered by one worker');
+  }
+  t.equal(new Set(together.map((l) => l.answeredBy[0])).size, 2, 'both workers held listings');
+
   // A token naming a worker that does not exist starts over where it lands.
   const forged = await listAll(encodeListToken(KEYS[9], 4242));
   t.same(forged.keys, KEYS.slice(10), 'a token of an unknown worker resumes after its key');
