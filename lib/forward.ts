@@ -14,17 +14,17 @@ import type { Abortable } from './client-signal';
 // The one path most requests take: to the key's owner, re-signed, the body
 // piped through, the answer piped back.
 
+/** Headers of one connection, never passed on to another. */
+export const HOP_BY_HOP = new Set([
+  'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade',
+]);
+
 // Never forwarded: hop-by-hop headers, the client's own signature and
 // everything the re-signing or the body decoding replaces.
 const DROP_REQUEST_HEADERS = new Set([
-  'host', 'connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'te', 'trailer',
-  'transfer-encoding', 'upgrade', 'expect', 'authorization', 'x-amz-date', 'x-amz-security-token',
+  ...HOP_BY_HOP, 'host', 'proxy-authorization', 'expect', 'authorization', 'x-amz-date', 'x-amz-security-token',
   'x-amz-content-sha256', 'x-amz-decoded-content-length', 'x-amz-trailer', 'content-length',
   'content-encoding', 'x-amz-copy-source',
-]);
-
-const DROP_RESPONSE_HEADERS = new Set([
-  'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade',
 ]);
 
 // Query parameters that belong to the client's presigned URL or SDK routing,
@@ -240,7 +240,7 @@ export async function respond(res: ServerResponse, upstream: Dispatcher.Response
   if (typeof backendId === 'string') s3.backendRequestId = backendId;
   for (const name in upstream.headers) {
     const value = upstream.headers[name];
-    if (value !== undefined && !DROP_RESPONSE_HEADERS.has(name)) headers[name] = value;
+    if (value !== undefined && !HOP_BY_HOP.has(name)) headers[name] = value;
   }
   if (upstream.statusCode === 200 && WRITES.has(s3.operation)) channels.objectWritten.publish({ shard: backend.bucket });
   const rewrite = upstream.statusCode >= 300 || REWRITE_OK_BODY.has(s3.operation);

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { Pool } from 'undici';
 import type { Dispatcher } from 'undici';
 import type { S3Request } from './s3-request';
-import { pipe } from './forward';
+import { HOP_BY_HOP, pipe } from './forward';
 
 // With --workers N, node:cluster gives each client connection to one worker,
 // and a client's next request may come on another connection: Go's HTTP
@@ -19,7 +19,8 @@ import { pipe } from './forward';
 // each worker listens on. The worker the client talks to logs and counts the
 // request; the one it is handed to serves it like any other, uncounted.
 
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'expect']);
+// undici refuses `expect`, and a listing has no body to wait for.
+const DROP_REQUEST_HEADERS = new Set([...HOP_BY_HOP, 'expect']);
 
 /** Where worker `worker` of the primary `primaryPid` takes requests handed to it. */
 export function handoffSocket(primaryPid: number, worker: number): string {
@@ -31,11 +32,11 @@ function socketPath(worker: number): string {
   return handoffSocket(process.ppid, worker);
 }
 
-function withoutHopByHop(headers: IncomingMessage['headers'] | Dispatcher.ResponseData['headers']): Record<string, string | string[]> {
+function without(drop: Set<string>, headers: IncomingMessage['headers'] | Dispatcher.ResponseData['headers']): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   for (const name in headers) {
     const value = headers[name];
-    if (value !== undefined && !HOP_BY_HOP.has(name)) out[name] = value;
+    if (value !== undefined && !drop.has(name)) out[name] = value;
   }
   return out;
 }
@@ -81,7 +82,7 @@ export class Handoff {
     if (!pool) return false;
     let answer: Dispatcher.ResponseData;
     try {
-      answer = await pool.request({ method: 'GET', path: req.url ?? '/', headers: withoutHopByHop(req.headers), signal });
+      answer = await pool.request({ method: 'GET', path: req.url ?? '/', headers: without(DROP_REQUEST_HEADERS, req.headers), signal });
     } catch {
       // Nothing was answered yet, and a listing page may be asked again.
       signal.throwIfAborted();
@@ -91,7 +92,7 @@ export class Handoff {
     }
     const id = answer.headers['x-amz-request-id'];
     if (typeof id === 'string') s3.backendRequestId = id;
-    res.writeHead(answer.statusCode, withoutHopByHop(answer.headers));
+    res.writeHead(answer.statusCode, without(HOP_BY_HOP, answer.headers));
     await pipe(answer.body, res);
     return true;
   }
