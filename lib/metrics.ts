@@ -1,3 +1,5 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import { channels } from './events';
 import type { BackendBytes, BackendFailure, BackendResponse, ListPage, ObjectWritten, RequestEnd } from './events';
 
@@ -31,7 +33,7 @@ interface Series { labels: Labels; value: number; counts?: number[]; sum?: numbe
 // processes (their snapshots) add up into the same lines.
 abstract class Family {
   protected readonly series = new Map<string, Series>();
-  constructor(readonly name: string, readonly help: string, readonly type: string) {}
+  constructor(readonly name: string, readonly help: string, readonly type: string, private readonly prefix = PREFIX) {}
 
   snapshot(): Series[] {
     return [...this.series.values()];
@@ -52,11 +54,13 @@ abstract class Family {
         }
       }
     }
-    const n = PREFIX + this.name;
+    const n = this.prefix + this.name;
     return [`# HELP ${n} ${this.help}`, `# TYPE ${n} ${this.type}`, ...[...merged.values()].flatMap((s) => this.lines(n, s))].join('\n');
   }
 
-  protected abstract lines(name: string, s: Series): string[];
+  protected lines(name: string, s: Series): string[] {
+    return [`${name}${labelText(s.labels)} ${s.value}`];
+  }
 }
 
 class Counter extends Family {
@@ -70,10 +74,59 @@ class Counter extends Family {
     if (v) v.value += n;
     else this.series.set(key, { labels, value: n });
   }
+}
 
-  protected lines(name: string, s: Series): string[] {
-    return [`${name}${labelText(s.labels)} ${s.value}`];
+// The process's own figures, read when scraped, under the names every
+// Prometheus client library gives them, so dashboards and alerts written for
+// any process (memory growth, file descriptors running out) work here too.
+// Each worker's series keeps its own `worker` label: memory summed over the
+// workers would hide the one that grows.
+class Sampled extends Family {
+  constructor(name: string, help: string, type: 'counter' | 'gauge', private readonly labels: Labels,
+    private readonly read: () => number | undefined) {
+    super(name, help, type, '');
   }
+
+  override snapshot(): Series[] {
+    const value = this.read();
+    return value === undefined ? [] : [{ labels: this.labels, value }];
+  }
+}
+
+// Linux only, as in other clients; elsewhere the families stay empty.
+function openFds(): number | undefined {
+  try {
+    // The listing itself holds one descriptor open, on the directory.
+    return readdirSync('/proc/self/fd').length - 1;
+  } catch {
+    return undefined;
+  }
+}
+
+function maxFds(): number | undefined {
+  try {
+    const limit = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1];
+    return limit === undefined ? undefined : Number(limit);
+  } catch {
+    return undefined;
+  }
+}
+
+function processFamilies(worker: number): Sampled[] {
+  const labels = { worker: String(worker) };
+  const started = performance.timeOrigin / 1000;
+  return [
+    new Sampled('process_resident_memory_bytes', 'Resident memory of the process, in bytes.', 'gauge', labels, () => process.memoryUsage.rss()),
+    new Sampled('process_cpu_seconds_total', 'User and system CPU time the process has used, in seconds.', 'counter', labels, () => {
+      const cpu = process.cpuUsage();
+      return (cpu.user + cpu.system) / 1e6;
+    }),
+    new Sampled('process_start_time_seconds', 'When the process started, in seconds since the Unix epoch.', 'gauge', labels, () => started),
+    new Sampled('process_open_fds', 'File descriptors the process holds open (sockets included).', 'gauge', labels, openFds),
+    new Sampled('process_max_fds', 'The most file descriptors the process may open.', 'gauge', labels, maxFds),
+    new Sampled('nodejs_heap_size_used_bytes', 'JavaScript heap in use, in bytes.', 'gauge', labels, () => process.memoryUsage().heapUsed),
+    new Sampled('nodejs_external_memory_bytes', 'Memory outside the JavaScript heap held by its objects (socket buffers among them), in bytes.', 'gauge', labels, () => process.memoryUsage().external),
+  ];
 }
 
 class Histogram extends Family {
@@ -93,7 +146,7 @@ class Histogram extends Family {
     s.value++;
   }
 
-  protected lines(name: string, s: Series): string[] {
+  protected override lines(name: string, s: Series): string[] {
     return [
       ...BUCKETS.map((le, i) => `${name}_bucket${labelText({ ...s.labels, le: String(le) })} ${s.counts![i]}`),
       `${name}_bucket${labelText({ ...s.labels, le: '+Inf' })} ${s.value}`,
@@ -118,9 +171,12 @@ export class Metrics {
   private readonly failures = new Counter('backend_errors_total', 'Backend failures by shard and kind (connect, timeout, reset, status_5xx).');
   private readonly written = new Counter('objects_written_total', 'Objects written per shard: the hash distribution.');
   private readonly pages = new Counter('list_backend_pages_total', 'Listing pages fetched from each shard during fan-out.');
+  private readonly process: Sampled[];
   private readonly unsubscribe: (() => void)[] = [];
 
-  constructor() {
+  /** `worker`: the cluster worker id, or 0 for a proxy running as one process. */
+  constructor(worker = 0) {
+    this.process = processFamilies(worker);
     this.on(channels.requestStart, () => this.inFlight.add({}, 1));
     this.on(channels.requestEnd, (m: RequestEnd) => {
       this.inFlight.add({}, -1);
@@ -148,7 +204,7 @@ export class Metrics {
 
   private families(): Family[] {
     return [this.requests, this.duration, this.inFlight, this.backendRequests, this.bytesOut, this.bytesIn,
-      this.failures, this.written, this.pages];
+      this.failures, this.written, this.pages, ...this.process];
   }
 
   snapshot(): MetricsSnapshot {

@@ -64,7 +64,7 @@ function sendText(res: ServerResponse, status: number, body: string, type = 'tex
 export class ShardProxy {
   readonly server: Server;
   readonly buckets: Map<string, VirtualBucket>;
-  readonly metrics = new Metrics();
+  readonly metrics = new Metrics(cluster.isWorker ? cluster.worker!.id : 0);
   private readonly metricsText = workerMetrics(this.metrics);
   readonly readiness: Readiness;
   // Absent when no clients are configured: then the proxy serves anyone, as

@@ -405,7 +405,8 @@ t.test('the compose config starts a real proxy that exports every metric the das
   t.ok(panels.length >= 8, `${panels.length} panels`);
   const used = new Set<string>();
   for (const { where, expr } of exprs) {
-    const metrics = [...expr.matchAll(/\b(tempo_s3_shard_[a-z0-9_]+)/g)].map((m) => m[1]);
+    // The proxy's own metrics, and the process figures under their usual names.
+    const metrics = [...expr.matchAll(/\b((?:tempo_s3_shard|process|nodejs)_[a-z0-9_]+)/g)].map((m) => m[1]);
     t.ok(metrics.length > 0, `${where} reads a proxy metric`);
     for (const m of metrics) {
       used.add(m.replace(/_(bucket|sum|count)$/, (s) => (exposition.families.has(m.slice(0, -s.length)) ? '' : s)));
