@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { request } from 'undici';
 import { freePort, MINIO_USER, MINIO_PASSWORD } from '../helpers/minio';
 
-// The proxy as users run it (the installed command, one worker), so its
-// memory can be read from /proc while a bench drives it.
+// The proxy as users run it (the installed command; one worker unless asked),
+// so its memory and CPU can be read from /proc while a bench drives it.
 
 export interface ProxyProcess {
   endpoint: string;
@@ -58,16 +58,20 @@ async function watch(child: ChildProcess, endpoint: string, cleanUp: () => void)
       await new Promise((r) => setTimeout(r, 100));
     }
   }
-  const status = (field: string) => {
-    const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
-    return m ? Number(m[1]) * 1024 : NaN;
-  };
+  // With --workers N the primary's children serve: every figure is the sum
+  // over the primary and its workers (the peak, of each one's own peak).
+  const pids = () => [child.pid!, ...readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8')
+    .split(' ').filter(Boolean).map(Number)];
+  const status = (field: string) => pids().reduce((sum, pid) => {
+    const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return sum + (m ? Number(m[1]) * 1024 : NaN);
+  }, 0);
   return {
     endpoint,
-    resetPeak: () => writeFileSync(`/proc/${child.pid}/clear_refs`, '5'),
+    resetPeak: () => { for (const pid of pids()) writeFileSync(`/proc/${pid}/clear_refs`, '5'); },
     rss: () => status('VmRSS'),
     peakRss: () => status('VmHWM'),
-    cpuSeconds: () => cpuSeconds(child.pid!),
+    cpuSeconds: () => pids().reduce((sum, pid) => sum + cpuSeconds(pid), 0),
     stop: async () => {
       const exited = new Promise((resolve) => child.once('exit', resolve));
       if (child.exitCode === null && child.signalCode === null) {

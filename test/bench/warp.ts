@@ -1,6 +1,6 @@
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startMinio, MINIO_USER, MINIO_PASSWORD } from '../helpers/minio';
 import { cpuSeconds, startProxyProcess, startRelayProcess } from './proxy-process';
@@ -31,12 +31,15 @@ interface Workload {
   /** Also run through the bare relay (relay.ts), the floor of a Node proxy on
    * this machine: for the per-request path, where the proxy's own work shows. */
   relay?: boolean;
+  /** Also run through the proxy with its default workers (one per core), for
+   * the byte path, which one worker's single thread limits. */
+  workers?: boolean;
 }
 
 const WORKLOADS: Workload[] = [
   { name: 'GET 4 KiB', args: ['get', '--obj.size', '4KiB', '--objects', '1000', '--concurrent', '20'], ops: ['GET'], keep: true, relay: true },
   { name: 'GET 1 MiB', args: ['get', '--obj.size', '1MiB', '--objects', '100', '--concurrent', '8'], ops: ['GET'], keep: true },
-  { name: 'GET 64 MiB', args: ['get', '--obj.size', '64MiB', '--objects', '4', '--concurrent', '4'], ops: ['GET'] },
+  { name: 'GET 64 MiB', args: ['get', '--obj.size', '64MiB', '--objects', '4', '--concurrent', '4'], ops: ['GET'], workers: true },
   { name: 'PUT 4 KiB', args: ['put', '--obj.size', '4KiB', '--concurrent', '20'], ops: ['PUT'], keep: true },
   { name: 'PUT 1 MiB', args: ['put', '--obj.size', '1MiB', '--concurrent', '8'], ops: ['PUT'] },
   // minio-go uploads an object this size in 16 MiB parts.
@@ -154,10 +157,12 @@ export async function warpBench(print: (line: string) => void): Promise<void> {
   const minio = await startMinio();
   const proxy = await startProxyProcess(minio.endpoint, ['warp-shard-1', 'warp-shard-2', 'warp-shard-3']);
   const relay = await startRelayProcess(minio.endpoint);
+  const workers = availableParallelism();
+  const multi = await startProxyProcess(minio.endpoint, ['warp-shard-1', 'warp-shard-2', 'warp-shard-3'], [], workers);
   const dir = mkdtempSync(join(tmpdir(), 'tss-warp-'));
   const host = (endpoint: string) => new URL(endpoint).host;
-  const results = new Map<string, { direct: DirectRun[]; proxy: ProxyRun[]; relay: ProxyRun[] }>(
-    WORKLOADS.map((w) => [w.name, { direct: [], proxy: [], relay: [] }]));
+  const results = new Map<string, { direct: DirectRun[]; proxy: ProxyRun[]; relay: ProxyRun[]; multi: ProxyRun[] }>(
+    WORKLOADS.map((w) => [w.name, { direct: [], proxy: [], relay: [], multi: [] }]));
   const idleRss: number[] = [];
   const profiles = new Map<string, string[]>();
   try {
@@ -169,6 +174,7 @@ export async function warpBench(print: (line: string) => void): Promise<void> {
         r.direct.push({ ...direct, minioCpuSeconds: cpuSeconds(minio.process.pid!) - minioCpu0 });
         r.proxy.push(await throughProxy(proxy, () => runWarp(warp, host(proxy.endpoint), 'proxy-bucket', w, dir, `proxy-${round}-${i}`), w));
         if (w.relay) r.relay.push(await throughProxy(relay, () => runWarp(warp, host(relay.endpoint), 'warp-relay', w, dir, `relay-${round}-${i}`), w));
+        if (w.workers) r.multi.push(await throughProxy(multi, () => runWarp(warp, host(multi.endpoint), 'proxy-bucket', w, dir, `workers-${round}-${i}`), w));
       }
       // Memory a round freed is handed back once the proxy has been idle a
       // little (V8's memory reducer); what stays after that would be a leak.
@@ -177,6 +183,7 @@ export async function warpBench(print: (line: string) => void): Promise<void> {
     }
     await proxy.stop();
     await relay.stop();
+    await multi.stop();
     for (const name of PROFILED) {
       const w = WORKLOADS.find((x) => x.name === name)!;
       const profiled = await startProxyProcess(minio.endpoint, ['warp-shard-1', 'warp-shard-2', 'warp-shard-3'], ['--cpu-prof', `--cpu-prof-dir=${join(dir, name)}`]);
@@ -187,6 +194,7 @@ export async function warpBench(print: (line: string) => void): Promise<void> {
   } finally {
     await proxy.stop();
     await relay.stop();
+    await multi.stop();
     await minio.stop();
     rmSync(dir, { recursive: true, force: true });
   }
@@ -216,6 +224,15 @@ export async function warpBench(print: (line: string) => void): Promise<void> {
       `${ratioSpread(ofDirect(bare, direct))} of direct (the proxy ${ratioSpread(ofDirect(via, direct))}), ` +
       `p50 added ${fixed(median(bare.map((b, i) => b.p50 - direct[i].p50)), 2)} ms, ` +
       `CPU ${fixed(cpuPerOp(bare))} µs/op (the proxy ${fixed(cpuPerOp(via))})`);
+  }
+  for (const w of WORKLOADS.filter((x) => x.workers)) {
+    const { direct, proxy: via, multi: runs } = results.get(w.name)!;
+    print('');
+    print(`${w.name} through the proxy with its default ${workers} workers (one per core), in the same rounds: ` +
+      `${fixed(median(runs.map((x) => x.mibPerSec)), 1)} MiB/s, ${ratioSpread(ofDirect(runs, direct))} of direct ` +
+      `(1 worker ${ratioSpread(ofDirect(via, direct))}), p50 added ${fixed(median(runs.map((m, i) => m.p50 - direct[i].p50)), 2)} ms, ` +
+      `CPU ${fixed(median(runs.map((p) => p.cpuSeconds / (p.totalBytes / GiB))), 2)} s/GiB, ` +
+      `peak RSS ${fixed(Math.max(...runs.map((p) => p.peakRss)) / MiB, 1)} MiB (primary and workers, each one's peak, summed)`);
   }
   print('');
   print(`proxy RSS ${SETTLE_MS / 1000} s after each round (leak check): ${idleRss.map((r) => `${fixed(r / MiB, 1)} MiB`).join(', ')}`);
