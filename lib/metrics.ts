@@ -114,18 +114,20 @@ function maxFds(): number | undefined {
 
 function processFamilies(worker: number): Sampled[] {
   const labels = { worker: String(worker) };
+  const gauge = (name: string, help: string, read: () => number | undefined) => new Sampled(name, help, 'gauge', labels, read);
   const started = performance.timeOrigin / 1000;
   return [
-    new Sampled('process_resident_memory_bytes', 'Resident memory of the process, in bytes.', 'gauge', labels, () => process.memoryUsage.rss()),
+    gauge('process_resident_memory_bytes', 'Resident memory of the process, in bytes.', () => process.memoryUsage.rss()),
     new Sampled('process_cpu_seconds_total', 'User and system CPU time the process has used, in seconds.', 'counter', labels, () => {
       const cpu = process.cpuUsage();
       return (cpu.user + cpu.system) / 1e6;
     }),
-    new Sampled('process_start_time_seconds', 'When the process started, in seconds since the Unix epoch.', 'gauge', labels, () => started),
-    new Sampled('process_open_fds', 'File descriptors the process holds open (sockets included).', 'gauge', labels, openFds),
-    new Sampled('process_max_fds', 'The most file descriptors the process may open.', 'gauge', labels, maxFds),
-    new Sampled('nodejs_heap_size_used_bytes', 'JavaScript heap in use, in bytes.', 'gauge', labels, () => process.memoryUsage().heapUsed),
-    new Sampled('nodejs_external_memory_bytes', 'Memory outside the JavaScript heap held by its objects (socket buffers among them), in bytes.', 'gauge', labels, () => process.memoryUsage().external),
+    gauge('process_start_time_seconds', 'When the process started, in seconds since the Unix epoch.', () => started),
+    gauge('process_open_fds', 'File descriptors the process holds open (sockets included).', openFds),
+    gauge('process_max_fds', 'The most file descriptors the process may open.', maxFds),
+    gauge('nodejs_heap_size_used_bytes', 'JavaScript heap in use, in bytes.', () => process.memoryUsage().heapUsed),
+    gauge('nodejs_external_memory_bytes', 'Memory held outside the JavaScript heap by its objects (socket buffers among them), in bytes.',
+      () => process.memoryUsage().external),
   ];
 }
 
