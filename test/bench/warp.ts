@@ -150,6 +150,9 @@ const fixed = (n: number, digits = 0) => n.toFixed(digits);
 /** Each round's throughput as a percentage of the same round's direct run. */
 const ofDirect = (runs: Figures[], direct: Figures[]) => runs.map((r, i) => r.objPerSec / direct[i].objPerSec * 100);
 const cpuPerOp = (runs: ProxyRun[]) => median(runs.map((r) => r.cpuSeconds / r.totalOps * 1e6));
+const cpuPerGiB = (runs: ProxyRun[]) => median(runs.map((r) => r.cpuSeconds / (r.totalBytes / GiB)));
+const p50Added = (runs: Figures[], direct: Figures[]) => median(runs.map((r, i) => r.p50 - direct[i].p50));
+const peakRss = (runs: ProxyRun[]) => Math.max(...runs.map((r) => r.peakRss));
 
 export async function warpBench(print: (line: string) => void): Promise<void> {
   const warp = process.env.WARP_BIN;
@@ -206,14 +209,13 @@ export async function warpBench(print: (line: string) => void): Promise<void> {
   for (const w of WORKLOADS) {
     const { direct, proxy: via } = results.get(w.name)!;
     const m = (rs: Figures[], f: (x: Figures) => number) => median(rs.map(f));
-    const cpuPerGiB = median(via.map((p) => p.cpuSeconds / (p.totalBytes / GiB)));
     print(`| ${w.name} | ${fixed(m(direct, (x) => x.objPerSec))} | ${fixed(m(direct, (x) => x.mibPerSec), 1)} | ` +
       `${fixed(m(direct, (x) => x.p50), 1)} / ${fixed(m(direct, (x) => x.p99), 1)} | ` +
       `${fixed(m(via, (x) => x.objPerSec))} | ${fixed(m(via, (x) => x.mibPerSec), 1)} | ` +
       `${fixed(m(via, (x) => x.p50), 1)} / ${fixed(m(via, (x) => x.p99), 1)} | ` +
       `${ratioSpread(ofDirect(via, direct))} | ` +
-      `${fixed(median(via.map((p, i) => p.p50 - direct[i].p50)), 2)} | ${fixed(Math.max(...via.map((p) => p.peakRss)) / MiB, 1)} | ` +
-      `${w.args[0] === 'list' ? '-' : fixed(cpuPerGiB, 2)} | ${fixed(cpuPerOp(via))} | ` +
+      `${fixed(p50Added(via, direct), 2)} | ${fixed(peakRss(via) / MiB, 1)} | ` +
+      `${w.args[0] === 'list' ? '-' : fixed(cpuPerGiB(via), 2)} | ${fixed(cpuPerOp(via))} | ` +
       `${fixed(median(direct.map((d) => d.minioCpuSeconds / d.totalOps * 1e6)))} |`);
   }
   for (const w of WORKLOADS.filter((x) => x.relay)) {
@@ -222,7 +224,7 @@ export async function warpBench(print: (line: string) => void): Promise<void> {
     print(`${w.name} through the bare relay (test/bench/relay.ts: each request sent on as it came, bodies piped through undici), ` +
       `in the same rounds: ${fixed(median(bare.map((x) => x.objPerSec)))} obj/s, ` +
       `${ratioSpread(ofDirect(bare, direct))} of direct (the proxy ${ratioSpread(ofDirect(via, direct))}), ` +
-      `p50 added ${fixed(median(bare.map((b, i) => b.p50 - direct[i].p50)), 2)} ms, ` +
+      `p50 added ${fixed(p50Added(bare, direct), 2)} ms, ` +
       `CPU ${fixed(cpuPerOp(bare))} µs/op (the proxy ${fixed(cpuPerOp(via))})`);
   }
   for (const w of WORKLOADS.filter((x) => x.workers)) {
@@ -230,9 +232,8 @@ export async function warpBench(print: (line: string) => void): Promise<void> {
     print('');
     print(`${w.name} through the proxy with its default ${workers} workers (one per core), in the same rounds: ` +
       `${fixed(median(runs.map((x) => x.mibPerSec)), 1)} MiB/s, ${ratioSpread(ofDirect(runs, direct))} of direct ` +
-      `(1 worker ${ratioSpread(ofDirect(via, direct))}), p50 added ${fixed(median(runs.map((m, i) => m.p50 - direct[i].p50)), 2)} ms, ` +
-      `CPU ${fixed(median(runs.map((p) => p.cpuSeconds / (p.totalBytes / GiB))), 2)} s/GiB, ` +
-      `peak RSS ${fixed(Math.max(...runs.map((p) => p.peakRss)) / MiB, 1)} MiB (primary and workers, each one's peak, summed)`);
+      `(1 worker ${ratioSpread(ofDirect(via, direct))}), p50 added ${fixed(p50Added(runs, direct), 2)} ms, ` +
+      `CPU ${fixed(cpuPerGiB(runs), 2)} s/GiB, peak RSS ${fixed(peakRss(runs) / MiB, 1)} MiB (primary and workers, each one's peak, summed)`);
   }
   print('');
   print(`proxy RSS ${SETTLE_MS / 1000} s after each round (leak check): ${idleRss.map((r) => `${fixed(r / MiB, 1)} MiB`).join(', ')}`);
