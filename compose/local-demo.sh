@@ -13,7 +13,8 @@ mkdir -p "$DATA/minio"
 
 "$MINIO_BIN" server "$DATA/minio" --quiet --address "127.0.0.1:$MINIO_PORT" --console-address "127.0.0.1:$((MINIO_PORT + 1))" &
 minio_pid=$!
-trap 'kill $minio_pid 2>/dev/null; wait $minio_pid 2>/dev/null' EXIT
+# On Ctrl-C MinIO has gone already: neither step may turn the exit into an error.
+trap 'kill $minio_pid 2>/dev/null || true; wait $minio_pid 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
   curl -fsS "http://127.0.0.1:$MINIO_PORT/minio/health/ready" >/dev/null 2>&1 && break
   sleep 0.2
@@ -31,6 +32,10 @@ cat > "$DATA/config.json" <<JSON
 }
 JSON
 
+# `make deps` installs the AWS CLI into its own virtualenv, which is on make's
+# PATH but not on the user's: the printed command names it in full.
+aws_cli=$(command -v aws || echo aws)
+
 cat <<MSG
 
 tempo-s3-shard demo
@@ -40,7 +45,7 @@ tempo-s3-shard demo
 
 Point a client at it, for example:
   AWS_ACCESS_KEY_ID=$MINIO_ROOT_USER AWS_SECRET_ACCESS_KEY=$MINIO_ROOT_PASSWORD \\
-    aws --endpoint-url http://127.0.0.1:$PROXY_PORT s3 cp README.md s3://proxy-bucket/tenant/block/README.md
+    $aws_cli --endpoint-url http://127.0.0.1:$PROXY_PORT s3 cp README.md s3://proxy-bucket/tenant/block/README.md
   node bin/tempo-s3-shard locate --config $DATA/config.json tenant/block/README.md
 Ctrl-C stops the proxy and MinIO.
 
