@@ -13,6 +13,7 @@ import { rebalanceCommand } from './rebalance';
 import { Logger } from './log';
 import { runPrimary } from './workers';
 import { BufferReclaimer } from './buffer-reclaim';
+import { stopPretenuring } from './pretenuring';
 
 export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
 
@@ -94,6 +95,7 @@ export async function main(argv: string[]): Promise<number> {
       return check(config, !values['no-create']);
     case 'rebalance': {
       // Objects moved between endpoints stream through this process as they do through `serve`.
+      stopPretenuring();
       const reclaimer = new BufferReclaimer();
       reclaimer.start();
       try {
@@ -150,6 +152,7 @@ async function check(config: Config, create: boolean): Promise<number> {
 }
 
 async function serve(config: Config, workers: number): Promise<number> {
+  stopPretenuring();
   const log = new Logger(config.logLevel);
   if (cluster.isPrimary) {
     if (config.createBuckets && !(await prepareAll(config, log))) return EXIT.failure;
