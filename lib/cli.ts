@@ -14,6 +14,7 @@ import { Logger } from './log';
 import { runPrimary } from './workers';
 import { BufferReclaimer } from './buffer-reclaim';
 import { stopPretenuring } from './pretenuring';
+import { channels } from './events';
 
 export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
 
@@ -164,7 +165,7 @@ async function serve(config: Config, workers: number): Promise<number> {
   const proxy = new ShardProxy(config, log);
   const addr = await proxy.listen();
   const reclaimer = new BufferReclaimer();
-  reclaimer.start();
+  reclaimer.follow(channels.requestStart, channels.requestEnd);
   log.info('listening', {
     address: addr.address, port: addr.port, pid: process.pid,
     virtual_buckets: config.virtualBuckets.map((vb) => ({ name: vb.name, shards: vb.shards.map((s) => s.bucket) })),

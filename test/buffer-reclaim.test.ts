@@ -1,4 +1,5 @@
 import t from 'tap';
+import diagnostics from 'node:diagnostics_channel';
 import { BufferReclaimer } from '../lib/buffer-reclaim';
 
 const MiB = 1024 * 1024;
@@ -55,4 +56,47 @@ t.test('started, it looks on its own; stopped, it does not', async (t) => {
   bytes = 100;
   await new Promise((res) => setTimeout(res, 50));
   t.equal(r.collections, 1);
+});
+
+t.test('following requests, it looks only while one is in flight', async (t) => {
+  const start = diagnostics.channel(`test:reclaim:start:${process.pid}`);
+  const end = diagnostics.channel(`test:reclaim:end:${process.pid}`);
+  let bytes = 0;
+  const r = new BufferReclaimer({ growthBytes: 10, intervalMs: 1 }, () => {}, () => bytes);
+  r.follow(start, end);
+  t.teardown(() => r.stop());
+  const settle = () => new Promise((res) => setTimeout(res, 50));
+  const until = async (n: number) => {
+    for (let waited = 0; r.collections < n && waited < 5_000; waited += 5) await new Promise((res) => setTimeout(res, 5));
+  };
+
+  bytes = 100;
+  await settle();
+  t.equal(r.collections, 0, 'no request yet: growth is not looked at');
+
+  start.publish({});
+  await settle();
+  t.equal(r.collections, 0, 'growth from before the request is not counted against it');
+  bytes = 110;
+  await until(1);
+  t.equal(r.collections, 1, 'a request in flight: growth since it began asks for a collection');
+
+  start.publish({});
+  end.publish({});
+  bytes = 120;
+  await until(2);
+  t.equal(r.collections, 2, 'one of two ended: still looking');
+
+  bytes = 130;
+  end.publish({});
+  t.equal(r.collections, 3, 'the last one ending is looked at once, at once');
+  bytes = 200;
+  await settle();
+  t.equal(r.collections, 3, 'then nothing is looked at');
+
+  r.stop();
+  start.publish({});
+  bytes = 300;
+  await settle();
+  t.equal(r.collections, 3, 'stopped, it follows requests no more');
 });
