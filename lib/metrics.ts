@@ -131,6 +131,11 @@ function processFamilies(worker: number): Sampled[] {
   ];
 }
 
+/** The figures of the primary of `--workers`, which answers no requests, as worker 0. */
+export function primarySnapshot(): MetricsSnapshot {
+  return Object.fromEntries(processFamilies(0).map((f) => [f.name, f.snapshot()]));
+}
+
 class Histogram extends Family {
   constructor(name: string, help: string) {
     super(name, help, 'histogram');

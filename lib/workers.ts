@@ -3,12 +3,14 @@ import type { Worker } from 'node:cluster';
 import { rmSync } from 'node:fs';
 import type { Logger } from './log';
 import { handoffSocket } from './handoff';
+import { primarySnapshot } from './metrics';
 import type { Metrics, MetricsSnapshot } from './metrics';
 
 // `--workers N`: N processes share one port (node:cluster). The primary only
 // supervises: it restarts a worker that dies, forwards SIGTERM, relays
 // metric snapshots so that /metrics, whichever worker answers it, counts
-// every worker's requests, and removes a dead worker's handoff socket.
+// every worker's requests (and shows the primary's own memory and CPU), and
+// removes a dead worker's handoff socket.
 
 type Message =
   | { t: 'metrics-request'; id: number }
@@ -35,7 +37,7 @@ export function runPrimary(count: number, log: Logger): Promise<number> {
     const finish = () => {
       clearTimeout(timer);
       cluster.off('message', collect);
-      if (from.isConnected()) from.send({ t: 'metrics-result', id: msg.id, snapshots } satisfies Message);
+      if (from.isConnected()) from.send({ t: 'metrics-result', id: msg.id, snapshots: [...snapshots, primarySnapshot()] } satisfies Message);
     };
     const collect = (_w: Worker, m: Message) => {
       if (m?.t !== 'metrics-snapshot' || m.id !== id) return;

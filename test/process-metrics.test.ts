@@ -2,7 +2,7 @@ import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { Metrics } from '../lib/metrics';
+import { Metrics, primarySnapshot } from '../lib/metrics';
 import type { MetricsSnapshot } from '../lib/metrics';
 
 // The process figures in /metrics are read at scrape time from this very
@@ -76,4 +76,16 @@ t.test('each worker keeps its own series', async (t) => {
   t.same(rss.map(([k]) => k), ['process_resident_memory_bytes{worker="1"}', 'process_resident_memory_bytes{worker="2"}'], 'one line per worker');
   for (const [k, v] of rss) t.ok(v > 10 * MiB && v < 2048 * MiB, `${k} ${(v / MiB).toFixed(1)} MiB`);
   t.equal([...values.keys()].filter((k) => k.startsWith('process_start_time_seconds')).length, 2, 'one start time each');
+});
+
+t.test('the primary of --workers shows its own figures, as worker 0, and no request counts', async (t) => {
+  const metrics = new Metrics(1);
+  t.teardown(() => metrics.close());
+  const primary = primarySnapshot();
+  t.ok(Object.keys(primary).every((name) => /^(process|nodejs)_/.test(name)), `process figures only: ${Object.keys(primary)}`);
+  const values = scrape(metrics, [primary]);
+  t.same([...values.keys()].filter((k) => k.startsWith('process_resident_memory_bytes')),
+    ['process_resident_memory_bytes{worker="1"}', 'process_resident_memory_bytes{worker="0"}']);
+  t.ok(Math.abs(values.get('process_resident_memory_bytes{worker="0"}')! - process.memoryUsage.rss()) < 16 * MiB, 'this process\'s memory');
+  t.equal(values.get('process_start_time_seconds{worker="0"}'), performance.timeOrigin / 1000, 'started when this process did');
 });

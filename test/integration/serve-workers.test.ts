@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { request } from 'undici';
 import { get as httpGet } from 'node:http';
 import type { IncomingMessage } from 'node:http';
+import { readFileSync } from 'node:fs';
 import aws4 from 'aws4';
 import { startMinio, MINIO_USER, MINIO_PASSWORD } from '../helpers/minio';
 import { startWorkers } from '../helpers/workers';
@@ -35,22 +36,26 @@ t.test('workers, metrics across them, graceful SIGTERM', async (t) => {
     t.match(text, /^tempo_s3_shard_requests_total\{operation="PutObject",status="2xx"\} 20$/m, 'every worker counted, whichever answers');
   }
 
-  // Each worker's own memory line, whichever answers; a dead worker's goes with it.
+  // Each worker's own memory line, and the primary's as worker 0, whichever
+  // answers; a dead worker's goes with it.
   const memory = async () => {
     const text = await request(`${base}/metrics`, { reset: true }).then((r) => r.body.text());
     return new Map([...text.matchAll(/^process_resident_memory_bytes\{worker="(\d+)"\} (\d+)$/gm)].map((m) => [m[1], Number(m[2])]));
   };
   const before = await memory();
-  t.equal(before.size, 2, `one resident memory line per worker: ${[...before.keys()]}`);
+  t.equal(before.size, 3, `one resident memory line per worker and the primary's: ${[...before.keys()]}`);
   for (const [worker, rss] of before) t.ok(rss > 20 * 1024 * 1024 && rss < 1024 * 1024 * 1024, `worker ${worker}: ${(rss / 1024 / 1024).toFixed(1)} MiB`);
+  const primaryRss = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))![1]) * 1024;
+  t.ok(Math.abs(before.get('0')! - primaryRss) < 16 * 1024 * 1024,
+    `worker 0 is the primary: ${(before.get('0')! / 1024 / 1024).toFixed(1)} MiB, /proc says ${(primaryRss / 1024 / 1024).toFixed(1)}`);
 
   process.kill(pids()[0], 'SIGKILL');
   for (let i = 0; i < 100 && pids().length < 3; i++) await new Promise((r) => setTimeout(r, 100));
   t.match(log(), 'worker died; starting another');
   t.equal(pids().length, 3, 'a replacement worker listens');
   const after = await memory();
-  t.equal(after.size, 2, `still one line per live worker: ${[...after.keys()]}`);
-  t.equal([...after.keys()].filter((w) => before.has(w)).length, 1, 'the dead worker\'s line is gone, its replacement\'s is new');
+  t.equal(after.size, 3, `still one line per live worker and the primary's: ${[...after.keys()]}`);
+  t.equal([...after.keys()].filter((w) => before.has(w)).length, 2, 'the dead worker\'s line is gone, its replacement\'s is new');
   const again = await s3('GET', 'tenant/b1/meta.json');
   t.equal(await again.body.text(), 'x', 'still serving');
 
