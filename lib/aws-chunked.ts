@@ -1,5 +1,8 @@
-// Streaming decoder for `aws-chunked` request bodies (SigV4 streaming
-// uploads). The proxy pipes the decoded bytes straight into an upstream PUT
+// The `aws-chunked` framing of request bodies (SigV4 streaming uploads):
+// decoded on the way in, and framed again on the way out when the client's
+// body ended with a checksum.
+//
+// The decoder. The proxy pipes the decoded bytes straight into an upstream PUT
 // whose Content-Length is the decoded length, and S3 discards a PUT whose
 // body ends early. So the decoder keeps back the most recently decoded piece
 // and releases it only once the whole body has proven sound: framing,
@@ -62,7 +65,8 @@ export class AwsChunkedDecoder extends Transform {
   private readonly declared: string[];
   private readonly checksumName: string | undefined;
   private readonly checksum: Checksum | undefined;
-  private readonly checksumAlg: ChecksumAlgorithm | undefined;
+  /** The algorithm of the checksum the body ends with, if it ends with one. */
+  readonly checksumAlgorithm: ChecksumAlgorithm | undefined;
 
   private state = State.Header;
   private line = '';
@@ -93,7 +97,7 @@ export class AwsChunkedDecoder extends Transform {
       const alg = checksumAlgorithmFromHeader(checksums[0]);
       if (alg === undefined) throw new S3Error('InvalidArgument', `Unsupported trailer ${checksums[0]}.`);
       this.checksumName = checksums[0];
-      this.checksumAlg = alg;
+      this.checksumAlgorithm = alg;
       this.checksum = createChecksum(alg);
     }
   }
@@ -276,11 +280,85 @@ export class AwsChunkedDecoder extends Transform {
       this.checkSignature(['AWS4-HMAC-SHA256-TRAILER', amzDate, scope, this.previousSignature, trailerHash].join('\n'),
         this.trailerSignature, 'The aws-chunked trailer signature does not match.');
     }
-    if (this.checksum && this.checksumName && this.checksumAlg) {
+    if (this.checksum && this.checksumName && this.checksumAlgorithm) {
       if (this.received.get(this.checksumName) !== this.checksum.digestBase64()) {
-        throw new S3Error('BadDigest', `The ${this.checksumAlg.toUpperCase()} you specified did not match the calculated checksum.`);
+        throw new S3Error('BadDigest', `The ${this.checksumAlgorithm.toUpperCase()} you specified did not match the calculated checksum.`);
       }
     }
     for (const [name, value] of this.received) this.trailers[name] = value;
+  }
+
+  /** The trailing checksum, once the whole body has verified. */
+  checksumValue(): string | undefined {
+    return this.checksumName === undefined ? undefined : this.trailers[this.checksumName];
+  }
+}
+
+// The encoder. A client's trailing checksum goes to the backend as a trailing
+// checksum too (`STREAMING-UNSIGNED-PAYLOAD-TRAILER`), so the backend checks
+// and stores it as if the client had sent it there: dropped, the object loses
+// its checksum, and a part of an upload begun with `x-amz-checksum-algorithm`
+// is refused. Chunks have a fixed size, so the framed length is known before
+// the first byte; the trailer is written only after the decoder has verified
+// the whole body, so a body that fails reaches the backend cut short.
+
+const FRAME_CHUNK = 64 * 1024;
+const CRLF = Buffer.from('\r\n', 'latin1');
+
+function framedChunkLength(size: number): number {
+  return size.toString(16).length + 2 + size + 2;
+}
+
+export class AwsChunkedEncoder extends Transform {
+  /** The framed body's length: the backend request's Content-Length. */
+  readonly length: number;
+
+  private readonly trailerName: string;
+  private remaining: number;
+  private leftInChunk = 0;
+
+  /** `value` gives the checksum once the body has ended; undefined fails the body. */
+  constructor(decodedLength: number, algorithm: ChecksumAlgorithm, private readonly value: () => string | undefined) {
+    super();
+    this.remaining = decodedLength;
+    this.trailerName = `x-amz-checksum-${algorithm}`;
+    const full = Math.floor(decodedLength / FRAME_CHUNK);
+    const rest = decodedLength % FRAME_CHUNK;
+    this.length = full * framedChunkLength(FRAME_CHUNK) + (rest > 0 ? framedChunkLength(rest) : 0) +
+      this.lastChunk(createChecksum(algorithm).digestBase64()).length;
+  }
+
+  private lastChunk(value: string): string {
+    return `0\r\n${this.trailerName}:${value}\r\n\r\n`;
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
+    if (chunk.length > this.remaining) {
+      callback(new S3Error('IncompleteBody', 'The body is longer than its decoded length.'));
+      return;
+    }
+    this.remaining -= chunk.length;
+    for (let pos = 0; pos < chunk.length;) {
+      if (this.leftInChunk === 0) {
+        this.leftInChunk = Math.min(FRAME_CHUNK, this.remaining + chunk.length - pos);
+        this.push(Buffer.from(`${this.leftInChunk.toString(16)}\r\n`, 'latin1'));
+      }
+      const take = Math.min(this.leftInChunk, chunk.length - pos);
+      this.push(take === chunk.length ? chunk : chunk.subarray(pos, pos + take));
+      pos += take;
+      this.leftInChunk -= take;
+      if (this.leftInChunk === 0) this.push(CRLF);
+    }
+    callback();
+  }
+
+  override _flush(callback: TransformCallback): void {
+    const value = this.value();
+    if (this.remaining > 0 || value === undefined) {
+      callback(new S3Error('IncompleteBody', 'The body ended before its decoded length and checksum.'));
+      return;
+    }
+    this.push(Buffer.from(this.lastChunk(value), 'latin1'));
+    callback();
   }
 }

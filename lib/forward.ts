@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Readable } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { AwsChunkedDecoder, streamingKind } from './aws-chunked';
+import { AwsChunkedDecoder, AwsChunkedEncoder, streamingKind } from './aws-chunked';
 import type { ChunkSignatureContext } from './aws-chunked';
 import type { Backend, BackendRequest } from './backend';
 import { S3Error } from './errors';
@@ -57,9 +57,12 @@ export function forwardHeaders(headers: IncomingMessage['headers']): Record<stri
 }
 
 interface Payload {
+  /** The decoded body; null when empty. */
   body: Readable | null;
   length: number;
   hash: string;
+  /** An aws-chunked body's decoder, which holds its trailers once it has ended. */
+  decoder?: AwsChunkedDecoder;
 }
 
 const HEX_SHA256 = /^[0-9a-f]{64}$/;
@@ -89,9 +92,9 @@ export async function requestPayload(req: IncomingMessage, verify?: ChunkSignatu
       // Nothing is held back from an empty payload: the framing (and any
       // trailing checksum) must be verified before the empty PUT goes out.
       for await (const _ of decoder) { /* drained; an error throws */ }
-      return { body: null, length, hash: 'UNSIGNED-PAYLOAD' };
+      return { body: null, length, hash: 'UNSIGNED-PAYLOAD', decoder };
     }
-    return { body: decoder, length, hash: 'UNSIGNED-PAYLOAD' };
+    return { body: decoder, length, hash: 'UNSIGNED-PAYLOAD', decoder };
   }
   if (sha !== undefined && sha !== 'UNSIGNED-PAYLOAD' && !HEX_SHA256.test(sha)) {
     throw new S3Error('InvalidArgument', `Unsupported x-amz-content-sha256 value.`);
@@ -115,8 +118,28 @@ export async function backendRequest(req: IncomingMessage, s3: S3Request, signal
     headers['content-length'] = String(payload.length);
     out.body = payload.body;
     out.payloadHash = payload.hash;
+    if (payload.decoder?.checksumAlgorithm) withTrailingChecksum(out, payload, payload.decoder);
   }
   return out;
+}
+
+/** Frames the decoded body again, its verified checksum last (see AwsChunkedEncoder). */
+function withTrailingChecksum(out: BackendRequest, payload: Payload, decoder: AwsChunkedDecoder): void {
+  const algorithm = decoder.checksumAlgorithm!;
+  const framed = new AwsChunkedEncoder(payload.length, algorithm, () => decoder.checksumValue());
+  // As the decoder's: the backend may let go of the body before it fails.
+  framed.on('error', () => {});
+  // pipeline, not pipe: the decoder may have failed already, and a pipe from
+  // a failed stream would leave the backend waiting for the rest.
+  if (payload.body) pipeline(payload.body, framed, () => {});
+  else framed.end();
+  const headers = out.headers!;
+  headers['content-encoding'] = headers['content-encoding'] ? `aws-chunked,${headers['content-encoding']}` : 'aws-chunked';
+  headers['x-amz-decoded-content-length'] = String(payload.length);
+  headers['x-amz-trailer'] = `x-amz-checksum-${algorithm}`;
+  headers['content-length'] = String(framed.length);
+  out.body = framed;
+  out.payloadHash = 'STREAMING-UNSIGNED-PAYLOAD-TRAILER';
 }
 
 // After a ring change an object may still sit where an earlier ring put it,

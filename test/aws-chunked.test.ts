@@ -6,10 +6,10 @@ import { createHash, createHmac } from 'node:crypto';
 import { crc32 as zlibCrc32 } from 'node:zlib';
 import { S3Client, PutObjectCommand } from '@aws-sdk/client-s3';
 import {
-  AwsChunkedDecoder, streamingKind,
+  AwsChunkedDecoder, AwsChunkedEncoder, streamingKind,
   type AwsChunkedOptions, type ChunkSignatureContext, type StreamingKind,
 } from '../lib/aws-chunked';
-import { createChecksum } from '../lib/checksums';
+import { createChecksum, type ChecksumAlgorithm } from '../lib/checksums';
 import { S3Error } from '../lib/errors';
 import { randomBuffer, rng } from './helpers/random';
 
@@ -518,4 +518,68 @@ t.test('a body captured from @aws-sdk/client-s3', async (t) => {
   tampered[body.length - 300] ^= 1;
   assertWithheld(t, await decode(tampered, opts), payload, 'BadDigest');
   assertWithheld(t, await decode(body.subarray(0, body.length - 20), opts), payload, 'IncompleteBody');
+});
+
+/** Runs `pieces` through an encoder; settles on 'end' or 'error'. */
+function frame(enc: AwsChunkedEncoder, pieces: Buffer[]): Promise<{ out: Buffer; error?: S3Error }> {
+  return new Promise((resolve) => {
+    const parts: Buffer[] = [];
+    enc.on('data', (b: Buffer) => parts.push(b));
+    enc.on('end', () => resolve({ out: Buffer.concat(parts) }));
+    enc.on('error', (error: S3Error) => resolve({ out: Buffer.concat(parts), error }));
+    for (const p of pieces) enc.write(p);
+    enc.end();
+  });
+}
+
+function cutAt(payload: Buffer, cuts: number[]): Buffer[] {
+  return [...cuts, payload.length].map((end, i, all) => payload.subarray(i === 0 ? 0 : all[i - 1], end));
+}
+
+t.test('the encoder frames a verified body again, its checksum last', async (t) => {
+  const next = rng(40);
+  const algorithms: ChecksumAlgorithm[] = ['crc32', 'crc32c', 'crc64nvme', 'sha1', 'sha256'];
+  for (const size of [0, 1, 65535, 65536, 65537, 200 * 1024 + 3]) {
+    const payload = randomBuffer(next, size);
+    for (const alg of algorithms) {
+      const sum = createChecksum(alg);
+      sum.update(payload);
+      const value = sum.digestBase64();
+      const enc = new AwsChunkedEncoder(size, alg, () => value);
+      const { out, error } = await frame(enc, cutAt(payload, randomCuts(next, size, 30_000)));
+      t.equal(error, undefined, `${alg} ${size} B framed`);
+      t.equal(out.length, enc.length, `${alg} ${size} B: the announced length is the framed length`);
+      const name = `x-amz-checksum-${alg}`;
+      const back = await decode(out, { kind: 'unsigned-trailer', decodedLength: size, trailer: name }, randomCuts(next, out.length, 9000));
+      t.equal(back.error, undefined, `${alg} ${size} B decodes as STREAMING-UNSIGNED-PAYLOAD-TRAILER`);
+      t.ok(back.out.equals(payload), 'the same bytes');
+      t.equal(back.trailers[name], value, 'the checksum as trailer');
+      t.ok(out.toString('latin1').split('\r\n').filter((l) => /^[0-9a-f]+$/.test(l)).every((l) => parseInt(l, 16) <= 65536),
+        'no chunk over 64 KiB');
+    }
+  }
+});
+
+t.test('the encoder writes its trailer only once the body has ended whole', async (t) => {
+  const payload = randomBuffer(rng(41), 100_000);
+  let verified = false;
+  const late = new AwsChunkedEncoder(payload.length, 'crc32', () => (verified ? crc32Base64(payload) : undefined));
+  const parts: Buffer[] = [];
+  late.on('data', (b: Buffer) => parts.push(b));
+  late.write(payload);
+  await new Promise((r) => setImmediate(r));
+  t.notOk(Buffer.concat(parts).includes('x-amz-checksum-crc32'), 'no trailer before the end');
+  verified = true;
+  late.end();
+  await new Promise((r) => late.on('end', r));
+  t.ok(Buffer.concat(parts).toString('latin1').endsWith(`0\r\nx-amz-checksum-crc32:${crc32Base64(payload)}\r\n\r\n`), 'trailer at the end');
+
+  const unverified = await frame(new AwsChunkedEncoder(payload.length, 'crc32', () => undefined), [payload]);
+  t.equal(unverified.error?.code, 'IncompleteBody', 'no checksum: the body fails');
+  t.notOk(unverified.out.includes('x-amz-checksum'), 'and carries no trailer');
+  const short = await frame(new AwsChunkedEncoder(payload.length, 'crc32', () => crc32Base64(payload)), [payload.subarray(1)]);
+  t.equal(short.error?.code, 'IncompleteBody', 'a body shorter than announced fails');
+  t.notOk(short.out.includes('x-amz-checksum'), 'and carries no trailer');
+  const long = await frame(new AwsChunkedEncoder(payload.length - 1, 'crc32', () => crc32Base64(payload)), [payload]);
+  t.equal(long.error?.code, 'IncompleteBody', 'a body longer than announced fails');
 });

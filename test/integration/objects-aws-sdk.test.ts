@@ -4,7 +4,9 @@ import { Readable } from 'node:stream';
 import {
   S3Client, PutObjectCommand, GetObjectCommand, HeadObjectCommand, DeleteObjectCommand,
   GetObjectTaggingCommand, HeadBucketCommand, GetBucketLocationCommand, ListBucketsCommand,
+  CreateMultipartUploadCommand, UploadPartCommand, CompleteMultipartUploadCommand,
 } from '@aws-sdk/client-s3';
+import { createChecksum } from '../../lib/checksums';
 import { startStack, CREDENTIALS } from '../helpers/stack';
 import { Ring } from '../../lib/ring';
 
@@ -53,6 +55,41 @@ t.test('aws-sdk-js v3 through the proxy', async (t) => {
     t.same(Buffer.from(await got.Body!.transformToByteArray()), data, 'stored the decoded payload, byte-exact');
     const contents = await stack.shardContents();
     t.ok(contents.get(ring.locate('tenant/blockB/stream.bin'))!.includes('tenant/blockB/stream.bin'), 'on its owner');
+  });
+
+  await t.test('a streamed PUT keeps its trailing checksum', async (t) => {
+    const data = randomBytes(200_001);
+    for (const alg of ['CRC32', 'SHA256'] as const) {
+      const Key = `tenant/blockT/${alg}`;
+      const sum = createChecksum(alg.toLowerCase() as 'crc32' | 'sha256');
+      sum.update(data);
+      const expected = sum.digestBase64();
+      const put = await s3.send(new PutObjectCommand({ Bucket, Key, Body: Readable.from([data]), ContentLength: data.length, ChecksumAlgorithm: alg }));
+      t.equal(put[`Checksum${alg}`], expected, `${alg}: the PUT answer names it`);
+      const head = await s3.send(new HeadObjectCommand({ Bucket, Key, ChecksumMode: 'ENABLED' }));
+      t.equal(head[`Checksum${alg}`], expected, `${alg}: stored with the object`);
+    }
+  });
+
+  // An upload begun with a checksum algorithm wants every part's checksum;
+  // streamed parts carry it as a trailer.
+  await t.test('a multipart upload with checksums and streamed parts', async (t) => {
+    const Key = 'tenant/blockM/parts';
+    const data = randomBytes(5 * 1024 * 1024 + 1000);
+    const up = await s3.send(new CreateMultipartUploadCommand({ Bucket, Key, ChecksumAlgorithm: 'CRC32' }));
+    const pieces = [data.subarray(0, 5 * 1024 * 1024), data.subarray(5 * 1024 * 1024)];
+    const Parts = [];
+    for (const [i, piece] of pieces.entries()) {
+      const part = await s3.send(new UploadPartCommand({
+        Bucket, Key, UploadId: up.UploadId, PartNumber: i + 1, Body: Readable.from([piece]), ContentLength: piece.length, ChecksumAlgorithm: 'CRC32',
+      }));
+      t.ok(part.ChecksumCRC32, `part ${i + 1} has its checksum`);
+      Parts.push({ PartNumber: i + 1, ETag: part.ETag, ChecksumCRC32: part.ChecksumCRC32 });
+    }
+    const done = await s3.send(new CompleteMultipartUploadCommand({ Bucket, Key, UploadId: up.UploadId, MultipartUpload: { Parts } }));
+    t.match(done.ChecksumCRC32, /-2$/, 'a checksum of the two parts\' checksums');
+    const got = await s3.send(new GetObjectCommand({ Bucket, Key }));
+    t.same(Buffer.from(await got.Body!.transformToByteArray()), data, 'byte-exact');
   });
 
   await t.test('ranges', async (t) => {
