@@ -11,6 +11,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { streamingKind, type ChunkSignatureContext } from './aws-chunked';
 import type { Credentials } from './config';
 import { S3Error, type S3ErrorCode } from './errors';
+import { headerText } from './sigv4';
 
 export interface AuthInput {
   method: string;
@@ -118,22 +119,31 @@ export class Authenticator {
     const secret = this.secrets.get(claim.accessKeyId);
     if (secret === undefined) throw new S3Error('InvalidAccessKeyId');
 
-    const canonicalRequest = [
-      input.method,
-      canonicalUri(rawPath),
-      claim.canonicalQuery,
-      claim.signedHeaders.map((name) => `${name}:${canonicalHeaderValue(input.headers[name])}\n`).join(''),
-      claim.signedHeaders.join(';'),
-      claim.payloadHash,
-    ].join('\n');
-    // Node hands header bytes over as latin1 characters; hashing them back as
-    // latin1 hashes the bytes the client signed. Everything else is ASCII.
-    const stringToSign = [ALGORITHM, claim.amzDate, claim.scope,
-      createHash('sha256').update(canonicalRequest, 'latin1').digest('hex')].join('\n');
     const signingKey = this.signingKey(claim.accessKeyId, secret, claim.scopeDate, claim.region);
-    const expected = createHmac('sha256', signingKey).update(stringToSign).digest();
+    const signatureWith = (fold: (value: string) => string): Buffer => {
+      const canonicalRequest = [
+        input.method,
+        canonicalUri(rawPath),
+        claim.canonicalQuery,
+        claim.signedHeaders.map((name) => `${name}:${canonicalHeaderValue(input.headers[name], fold)}\n`).join(''),
+        claim.signedHeaders.join(';'),
+        claim.payloadHash,
+      ].join('\n');
+      // Node hands header bytes over as latin1 characters; hashing them back as
+      // latin1 hashes the bytes the client signed. Everything else is ASCII.
+      const stringToSign = [ALGORITHM, claim.amzDate, claim.scope,
+        createHash('sha256').update(canonicalRequest, 'latin1').digest('hex')].join('\n');
+      return createHmac('sha256', signingKey).update(stringToSign).digest();
+    };
     const given = /^[0-9a-fA-F]{64}$/.test(claim.signature) ? Buffer.from(claim.signature, 'hex') : Buffer.alloc(0);
-    if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new S3Error('SignatureDoesNotMatch');
+    const matches = (signature: Buffer) => given.length === signature.length && timingSafeEqual(given, signature);
+    let expected = signatureWith(foldAscii);
+    // Signers disagree on white space beyond ASCII (a no-break space, say):
+    // the AWS SDKs for JavaScript and Go keep it, botocore and aws4 fold it.
+    if (!matches(expected) && claim.signedHeaders.some((name) => NON_ASCII.test(String(input.headers[name] ?? '')))) {
+      expected = signatureWith(foldUnicode);
+    }
+    if (!matches(expected)) throw new S3Error('SignatureDoesNotMatch');
 
     const kind = streamingKind(claim.payloadHash);
     if (kind === 'signed' || kind === 'signed-trailer') {
@@ -294,8 +304,24 @@ function checkHeadersSigned(signed: string[], headers: IncomingHttpHeaders): voi
   }
 }
 
-function canonicalHeaderValue(v: string | string[] | undefined): string {
-  return (Array.isArray(v) ? v : [v ?? '']).map((s) => s.trim().replace(/\s+/g, ' ')).join(',');
+function canonicalHeaderValue(v: string | string[] | undefined, fold: (value: string) => string): string {
+  return (Array.isArray(v) ? v : [v ?? '']).map(fold).join(',');
+}
+
+const NON_ASCII = /[^\x00-\x7f]/;
+
+// SigV4 trims a value and folds its runs of white space. ASCII white space
+// only: on Node's latin1 characters, one a byte, \s would also take the byte
+// 0xA0 inside à or Š.
+function foldAscii(latin1: string): string {
+  return latin1.replace(/^[ \t]+|[ \t]+$/g, '').replace(/[ \t]+/g, ' ');
+}
+
+/** Folds the white space of the value's UTF-8 text, as Unicode counts it. */
+function foldUnicode(latin1: string): string {
+  const text = headerText(latin1);
+  if (text === undefined) return foldAscii(latin1);
+  return Buffer.from(text.trim().replace(/\s+/g, ' '), 'utf8').toString('latin1');
 }
 
 function requestTime(headers: IncomingHttpHeaders): { ms: number; amzDate: string } | undefined {

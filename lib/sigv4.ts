@@ -1,5 +1,6 @@
 import aws4 from 'aws4';
 import type { Credentials } from './config';
+import { S3Error } from './errors';
 
 // SigV4's URI encoding: each UTF-8 byte but the unreserved characters as
 // upper-case %XX; a path keeps its `/`. Sending exactly this form means the
@@ -42,6 +43,19 @@ export function encodeQuery(query: Iterable<[string, string]>): string {
   return parts.join('&');
 }
 
+// Node reads a header's bytes as latin1, one character a byte, and undici
+// sends them back so; signers (aws4, SDKs, S3) hash the UTF-8 text those bytes
+// spell, trimmed and with its white space folded.
+const NON_ASCII = /[^\x00-\x7f]/;
+
+/** The UTF-8 text a header value's bytes spell; undefined if they are not UTF-8. */
+export function headerText(latin1: string): string | undefined {
+  if (!NON_ASCII.test(latin1)) return latin1;
+  const bytes = Buffer.from(latin1, 'latin1');
+  const text = bytes.toString('utf8');
+  return Buffer.from(text, 'utf8').equals(bytes) ? text : undefined;
+}
+
 export interface SignInput {
   method: string;
   host: string;                        // host[:port] exactly as sent
@@ -69,7 +83,18 @@ function amzDate(): string {
 export function sign(input: SignInput): Record<string, string> {
   // Copied by hand: an object spread of header names took 3.5 µs, this 0.13.
   const headers: Record<string, string> = {};
-  for (const name in input.headers) headers[name] = input.headers[name];
+  let wide: string[] | undefined;
+  for (const name in input.headers) {
+    const value = input.headers[name];
+    if (NON_ASCII.test(value)) {
+      const text = headerText(value);
+      if (text === undefined) throw new S3Error('InvalidArgument', `The ${name} header is not UTF-8.`);
+      headers[name] = text;
+      (wide ??= []).push(name);
+    } else {
+      headers[name] = value;
+    }
+  }
   headers.host = input.host;
   headers['x-amz-content-sha256'] = input.payloadHash;
   headers['x-amz-date'] = amzDate();
@@ -81,5 +106,8 @@ export function sign(input: SignInput): Record<string, string> {
     path: input.path,
     headers,
   }, input.credentials);
-  return signed.headers as Record<string, string>;
+  // Signed as text, sent as the bytes that came.
+  const out = signed.headers as Record<string, string>;
+  if (wide) for (const name of wide) out[name] = input.headers[name];
+  return out;
 }

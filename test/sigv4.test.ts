@@ -10,12 +10,16 @@ import { sign } from '../lib/sigv4';
 const CREDENTIALS: Credentials = { accessKeyId: 'AKIDSHARD', secretAccessKey: 'shard/secret+key' };
 const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 
+const latin1 = (text: string) => Buffer.from(text, 'utf8').toString('latin1');
+
 t.test('a signed request verifies with the credentials it was signed for', async (t) => {
   const cases: { method: string; path: string; headers: Record<string, string>; payloadHash?: string }[] = [
     { method: 'GET', path: '/shard-1/tempo/t1/block/data.parquet', headers: { 'user-agent': 'warp', range: 'bytes=0-99' } },
     { method: 'GET', path: '/shard-1/a%20b/%C3%BC%28x%29', headers: {} },
     { method: 'GET', path: '/shard-1?list-type=2&prefix=a%2Fb%20c&delimiter=%2F', headers: { 'accept-encoding': 'identity' } },
     { method: 'PUT', path: '/shard-1/k', headers: { 'content-type': 'text/plain', 'content-length': '5', 'x-amz-meta-who': 'me' }, payloadHash: 'UNSIGNED-PAYLOAD' },
+    // UTF-8 bytes as Node reads them off the wire and undici writes them back: one latin1 character a byte.
+    { method: 'PUT', path: '/shard-1/k', headers: { 'x-amz-meta-who': latin1('voilà Škoda 日本'), 'content-disposition': latin1('attachment; filename="résumé.pdf"') }, payloadHash: 'UNSIGNED-PAYLOAD' },
   ];
   for (const c of cases) {
     const input = { ...c.headers };
@@ -40,4 +44,11 @@ t.test('a signed request verifies with the credentials it was signed for', async
     t.throws(() => verify({ ...CREDENTIALS, secretAccessKey: 'another' }), { code: 'SignatureDoesNotMatch' },
       `${c.method} ${c.path}: and not with another secret`);
   }
+});
+
+t.test('a header value that is not UTF-8 is refused, not signed wrongly', async (t) => {
+  t.throws(() => sign({
+    method: 'PUT', host: '127.0.0.1:9000', path: '/shard-1/k', region: 'eu-central-1',
+    headers: { 'x-amz-meta-who': 'caf\u00e9' }, payloadHash: 'UNSIGNED-PAYLOAD', credentials: CREDENTIALS,
+  }), { code: 'InvalidArgument', message: /x-amz-meta-who/ });
 });
