@@ -170,7 +170,10 @@ export class AwsChunkedDecoder extends Transform {
           break;
         }
         case State.Done:
-          throw new S3Error('InvalidArgument', 'Data follows the end of the aws-chunked body.');
+          // minio-go ends its trailers with one line break more than it needs.
+          if (buf[pos] !== 0x0d && buf[pos] !== 0x0a) throw new S3Error('InvalidArgument', 'Data follows the end of the aws-chunked body.');
+          pos++;
+          break;
       }
     }
   }
@@ -243,6 +246,9 @@ export class AwsChunkedDecoder extends Transform {
 
   private trailerLine(line: string): void {
     if (line === '') {
+      // minio-go writes an empty line after its trailers, before the trailer
+      // signature: the empty line that ends the body comes after all of them.
+      if (!this.allTrailersIn()) return;
       this.state = State.Done;
       return;
     }
@@ -265,6 +271,11 @@ export class AwsChunkedDecoder extends Transform {
     this.received.set(name, value);
     // Signers hash each trailer as it went on the wire, with "\n" as the end of line.
     this.signedTrailerText += line + '\n';
+  }
+
+  private allTrailersIn(): boolean {
+    return this.declared.every((name) => this.received.has(name)) &&
+      (this.kind !== 'signed-trailer' || this.trailerSignature !== undefined);
   }
 
   private finish(): void {

@@ -385,6 +385,34 @@ t.test('LF-only trailer lines', async (t) => {
   }
 });
 
+// minio-go (pkg/signer, TrailingHeaders) ends each trailer line with "\n",
+// then writes "\r\n", then its trailer signature line, then "\r\n\r\n".
+function minioGoFraming(payload: Buffer, kind: 'signed-trailer' | 'unsigned-trailer'): Buffer {
+  const text = encode(payload, { kind, eol: '\n', finalEmptyLine: false }).toString('latin1');
+  const framed = kind === 'signed-trailer'
+    ? text.replace('\nx-amz-trailer-signature:', '\n\r\nx-amz-trailer-signature:').replace(/\n$/, '\r\n\r\n')
+    : text + '\r\n\r\n';
+  return Buffer.from(framed, 'latin1');
+}
+
+t.test("minio-go's trailer framing", async (t) => {
+  const payload = randomBuffer(rng(24), 70_000);
+  for (const kind of ['signed-trailer', 'unsigned-trailer'] as const) {
+    const framing = minioGoFraming(payload, kind);
+    const r = await decode(framing, defaultOptions(kind, payload), randomCuts(rng(25), framing.length, 5));
+    t.equal(r.error, undefined, `${kind} decodes`);
+    t.ok(r.out.equals(payload), `${kind}: the payload`);
+    t.equal(r.trailers['x-amz-checksum-crc32'], crc32Base64(payload), `${kind}: the trailer`);
+    const more = await decode(Buffer.concat([framing, Buffer.from('x')]), defaultOptions(kind, payload));
+    assertWithheld(t, more, payload, 'InvalidArgument');
+  }
+  const withoutTrailer = Buffer.from(minioGoFraming(payload, 'unsigned-trailer').toString('latin1').replace(/x-amz-checksum-crc32:.*\n/, ''), 'latin1');
+  assertWithheld(t, await decode(withoutTrailer, defaultOptions('unsigned-trailer', payload)), payload, 'IncompleteBody');
+  const signed = minioGoFraming(payload, 'signed-trailer').toString('latin1');
+  const withoutSignature = Buffer.from(signed.replace(/x-amz-trailer-signature:.*\r\n/, ''), 'latin1');
+  assertWithheld(t, await decode(withoutSignature, defaultOptions('signed-trailer', payload)), payload, 'SignatureDoesNotMatch');
+});
+
 t.test('chunk signature verification', async (t) => {
   const next = rng(23);
   const payload = randomBuffer(next, 200 * 1024);

@@ -23,7 +23,8 @@ const REQUIRED = [
   'multipart/abort', 'range/tempo-footer', 'range/suffix-10', 'list-v1/tenants', 'list-v1/blocks-single-tenant',
   'list-v2/listblocks-single-tenant', 'list-v2/find', 'list/recursive-v1', 'copy/mark-compacted', 'copy/replace-tags',
   'delete/existing-and-missing', 'delete/batch-with-missing', 'hedged-reads', 'loki/conditional-put',
-  'loki/get-if-match', 'loki/list-tables-v2', 'region/location-lookup',
+  'loki/get-if-match', 'loki/list-tables-v2', 'region/location-lookup', 'trailer/put-crc32c-signed-chunks',
+  'trailer/put-crc32c-unsigned',
 ];
 const CLEANUP = ['cleanup/remove', 'cleanup/prefix-empty'];
 

@@ -90,6 +90,7 @@ func main() {
 		e.tempoChecks()
 		e.lokiChecks()
 		e.regionlessChecks()
+		e.trailerChecks()
 		if !*keep {
 			e.cleanup(false)
 		}
