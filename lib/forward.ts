@@ -27,8 +27,8 @@ const DROP_REQUEST_HEADERS = new Set([
   'content-encoding', 'x-amz-copy-source',
 ]);
 
-// Query parameters that belong to the client's presigned URL or SDK routing,
-// not to the operation.
+// Query parameters of the operation: not SDK routing (`x-id`), nor a presigned
+// URL's signature or headers (see queryHeaders).
 function forwardQuery(query: URLSearchParams): [string, string][] {
   // A repeated parameter counts once, as S3 reads it: sent twice it would
   // not match the signature, which covers the first value only.
@@ -38,6 +38,28 @@ function forwardQuery(query: URLSearchParams): [string, string][] {
     seen.add(k);
     return true;
   });
+}
+
+// A presigned URL's signature; its other x-amz-* parameters are headers.
+const PRESIGN_QUERY = new Set([
+  'x-amz-algorithm', 'x-amz-credential', 'x-amz-date', 'x-amz-expires', 'x-amz-signedheaders', 'x-amz-signature',
+  'x-amz-security-token',
+]);
+
+// The AWS SDK for JavaScript presigns a PUT with the checksum of an empty
+// body; MinIO ignores it there, as it must for the URL to work.
+const IGNORED_IN_QUERY = /^x-amz-(checksum-|sdk-checksum-algorithm$)/;
+
+/** Adds the headers a presigned URL carries in its query (`x-amz-meta-*`,
+ * `x-amz-tagging`, ...), which S3 reads as headers, unless sent as headers too. */
+function queryHeaders(query: URLSearchParams, headers: Record<string, string>): void {
+  for (const [key, value] of query) {
+    const name = key.toLowerCase();
+    if (!name.startsWith('x-amz-') || PRESIGN_QUERY.has(name) || DROP_REQUEST_HEADERS.has(name) ||
+      IGNORED_IN_QUERY.test(name) || name in headers) continue;
+    // As a header's bytes reach us: one latin1 character each.
+    headers[name] = Buffer.from(value, 'utf8').toString('latin1');
+  }
 }
 
 export function forwardHeaders(headers: IncomingMessage['headers']): Record<string, string> {
@@ -112,6 +134,7 @@ const BODY_METHODS = new Set(['PUT', 'POST']);
 
 export async function backendRequest(req: IncomingMessage, s3: S3Request, signal: Abortable): Promise<BackendRequest> {
   const headers = forwardHeaders(req.headers);
+  if (s3.query.size > 0) queryHeaders(s3.query, headers);
   const out: BackendRequest = { method: s3.method, key: s3.key, query: forwardQuery(s3.query), headers, signal, operation: s3.operation };
   if (BODY_METHODS.has(s3.method)) {
     const payload = await requestPayload(req, s3.auth?.chunk);
