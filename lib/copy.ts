@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Dispatcher } from 'undici';
 import type { Backend } from './backend';
 import { S3Error } from './errors';
 import { decodeCopySource } from './copy-source';
@@ -54,36 +55,67 @@ export async function copy(req: IncomingMessage, res: ServerResponse, s3: S3Requ
       await respond(res, upstream, s3, vb, target, req);
       return;
     }
-    if (await streamedCopy(req, res, s3, src, source, target, signal, last)) return;
+    if (await streamedCopy(req, res, s3, vb, src, source, target, signal, last)) return;
   }
 }
 
+const RANGE_FORM = 'The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are ' +
+  'the zero-based offsets of the first and last bytes to copy';
+
+/** UploadPartCopy's `x-amz-copy-source-range`: `bytes=first-last`, nothing else. */
+function copySourceRange(req: IncomingMessage, s3: S3Request): { first: number; last: number } | undefined {
+  const header = req.headers['x-amz-copy-source-range'];
+  if (s3.operation !== 'UploadPartCopy' || typeof header !== 'string') return undefined;
+  const m = /^bytes=(\d+)-(\d+)$/.exec(header.trim());
+  if (!m || Number(m[1]) > Number(m[2])) throw new S3Error('InvalidArgument', RANGE_FORM);
+  return { first: Number(m[1]), last: Number(m[2]) };
+}
+
+/** Whether the source answered exactly the range asked for: a backend clamps
+ * a range that runs past the end, where a part copy must fail. */
+function isWholeRange(got: Dispatcher.ResponseData, range: { first: number; last: number }): boolean {
+  if (got.statusCode === 200) return range.first === 0 && Number(got.headers['content-length']) === range.last + 1;
+  const m = /^bytes (\d+)-(\d+)\//.exec(String(got.headers['content-range'] ?? ''));
+  return m !== null && Number(m[1]) === range.first && Number(m[2]) === range.last;
+}
+
 /** False, having answered nothing, when the source is not at `source` and
- * another owner is still to be asked. */
-async function streamedCopy(req: IncomingMessage, res: ServerResponse, s3: S3Request, src: CopySource,
+ * another owner is still to be asked. Errors are the ones a server-side copy
+ * gets from the backend. */
+async function streamedCopy(req: IncomingMessage, res: ServerResponse, s3: S3Request, vb: VirtualBucket, src: CopySource,
   source: Backend, target: Backend, signal: AbortSignal, last: boolean): Promise<boolean> {
   const getHeaders: Record<string, string> = {};
   for (const [from, to] of Object.entries(SOURCE_CONDITIONS)) {
     const v = req.headers[from];
     if (typeof v === 'string') getHeaders[to] = v;
   }
-  const range = req.headers['x-amz-copy-source-range'];
-  if (s3.operation === 'UploadPartCopy' && typeof range === 'string') getHeaders.range = range;
+  const range = copySourceRange(req, s3);
+  if (range) getHeaders.range = `bytes=${range.first}-${range.last}`;
   const got = await source.request({
     method: 'GET', key: src.key, headers: getHeaders, signal,
     query: src.versionId ? [['versionId', src.versionId]] : [],
   });
-  if (!last) {
-    const code = await notFoundCode(got, 'GET');
-    if (isAbsent(code)) return false;
-    if (code !== undefined) throw notFoundError(code, source);
+  const code = await notFoundCode(got, 'GET');
+  if (isAbsent(code)) {
+    if (!last) return false;
+    throw new S3Error(code === 'NoSuchVersion' ? 'NoSuchVersion' : 'NoSuchKey');
+  }
+  if (code !== undefined) throw notFoundError(code, source);
+  if (got.statusCode === 304 || got.statusCode === 412 || got.statusCode === 416) {
+    await got.body.dump();
+    throw new S3Error(got.statusCode === 416 ? 'InvalidRange' : 'PreconditionFailed');
+  }
+  if (got.statusCode >= 400 && got.statusCode < 500) {
+    await respond(res, got, s3, vb, source, req);
+    return true;
   }
   if (got.statusCode !== 200 && got.statusCode !== 206) {
     await got.body.dump();
-    if (got.statusCode === 404) throw new S3Error('NoSuchKey');
-    if (got.statusCode === 304 || got.statusCode === 412) throw new S3Error('PreconditionFailed');
-    if (got.statusCode === 416) throw new S3Error('InvalidRange');
     throw new S3Error('ServiceUnavailable', `Copy source shard ${source.bucket} answered ${got.statusCode}.`);
+  }
+  if (range && !isWholeRange(got, range)) {
+    await got.body.dump();
+    throw new S3Error('InvalidArgument', 'Range specified is not valid for source object');
   }
 
   const headers: Record<string, string> = { 'content-length': String(got.headers['content-length']) };
@@ -104,10 +136,11 @@ async function streamedCopy(req: IncomingMessage, res: ServerResponse, s3: S3Req
     if (tagging) headers['x-amz-tagging'] = tagging;
   }
   const put = await target.request({ method: 'PUT', key: s3.key, query, headers, body: got.body, signal });
-  await put.body.dump();
   if (put.statusCode !== 200) {
-    throw new S3Error('ServiceUnavailable', `Copy target shard ${target.bucket} answered ${put.statusCode}.`);
+    await respond(res, put, s3, vb, target, req);
+    return true;
   }
+  await put.body.dump();
   if (s3.operation === 'CopyObject') channels.objectWritten.publish({ shard: target.bucket });
   const etag = String(put.headers.etag ?? '');
   const element = s3.operation === 'UploadPartCopy' ? 'CopyPartResult' : 'CopyObjectResult';

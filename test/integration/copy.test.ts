@@ -2,7 +2,8 @@ import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import {
   S3Client, PutObjectCommand, GetObjectCommand, CopyObjectCommand, GetObjectTaggingCommand, HeadObjectCommand,
-  CreateMultipartUploadCommand, UploadPartCopyCommand, CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand, UploadPartCopyCommand, CompleteMultipartUploadCommand, CreateBucketCommand,
+  DeleteBucketCommand, DeleteObjectCommand,
 } from '@aws-sdk/client-s3';
 import { startStack, CREDENTIALS } from '../helpers/stack';
 import { startMinio, MINIO_USER, MINIO_PASSWORD } from '../helpers/minio';
@@ -110,4 +111,68 @@ t.test('a copy between two virtual buckets', async (t) => {
   const got = await s3.send(new GetObjectCommand({ Bucket: 'loki', Key: 'x/y/z' }));
   t.equal(await got.Body!.transformToString(), 'from tempo');
   await t.rejects(s3.send(new GetObjectCommand({ Bucket: 'tempo', Key: 'x/y/z' })), { name: 'NoSuchKey' }, 'the buckets stay apart');
+});
+
+async function outcome(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return '200';
+  } catch (err) {
+    return `${(err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode} ${(err as Error).name}`;
+  }
+}
+
+// The same requests copied by MinIO itself (one bucket) and streamed by the
+// proxy (source and target on two endpoints) must fail alike.
+t.test('a streamed copy fails as the backend fails a copy of its own', async (t) => {
+  const second = await startMinio();
+  t.teardown(() => second.stop());
+  const stack = await startStack(t, {
+    extra: { buckets: undefined, shards: [{ bucket: 'near' }, { bucket: 'far', endpoint: second.endpoint }] },
+  });
+  const s3 = new S3Client({ endpoint: stack.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: CREDENTIALS, maxAttempts: 1 });
+  t.teardown(() => s3.destroy());
+  const direct = new S3Client({ endpoint: second.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: CREDENTIALS, maxAttempts: 1 });
+  t.teardown(() => direct.destroy());
+  const ring = new Ring(['near', 'far']);
+  const src = findKey(ring, 'near');
+  const dst = findKey(ring, 'far');
+  const data = randomBytes(1000);
+  await direct.send(new CreateBucketCommand({ Bucket: 'ref' }));
+  await direct.send(new PutObjectCommand({ Bucket: 'ref', Key: src, Body: data }));
+  await s3.send(new PutObjectCommand({ Bucket, Key: src, Body: data }));
+
+  const copies: [string, Record<string, unknown>][] = [
+    ['missing source', { CopySource: 'tenant/missing/key' }],
+    ['unknown source version', { CopySource: `${src}?versionId=6f1c1b2e-3d4a-4b5c-8d9e-0a1b2c3d4e5f` }],
+    ['metadata too large', { CopySource: src, MetadataDirective: 'REPLACE', Metadata: { big: 'x'.repeat(2100) } }],
+    ['unknown storage class', { CopySource: src, StorageClass: 'BOGUS' }],
+    ['source condition fails', { CopySource: src, CopySourceIfMatch: '"nope"' }],
+  ];
+  for (const [name, input] of copies) {
+    const there = await outcome(direct.send(new CopyObjectCommand({ ...input, Bucket: 'ref', Key: dst, CopySource: `ref/${input.CopySource}` } as never)));
+    const here = await outcome(s3.send(new CopyObjectCommand({ ...input, Bucket, Key: dst, CopySource: `${Bucket}/${input.CopySource}` } as never)));
+    t.not(there, '200', `${name}: MinIO refuses it (${there})`);
+    t.equal(here, there, `${name}: the proxy answers as MinIO does (${here})`);
+  }
+
+  const refUpload = await direct.send(new CreateMultipartUploadCommand({ Bucket: 'ref', Key: dst }));
+  const upload = await s3.send(new CreateMultipartUploadCommand({ Bucket, Key: dst }));
+  for (const range of ['bytes=abc', 'bytes=-100', 'bytes=5-', 'bytes=10-5', 'bytes=0-99999', 'bytes=1000-1001', 'bytes=0-999', 'bytes=10-19']) {
+    const there = await outcome(direct.send(new UploadPartCopyCommand({
+      Bucket: 'ref', Key: dst, UploadId: refUpload.UploadId, PartNumber: 1, CopySource: `ref/${src}`, CopySourceRange: range,
+    })));
+    const here = await outcome(s3.send(new UploadPartCopyCommand({
+      Bucket, Key: dst, UploadId: upload.UploadId, PartNumber: 1, CopySource: `${Bucket}/${src}`, CopySourceRange: range,
+    })));
+    t.equal(here, there, `part copy of ${range}: the proxy answers as MinIO does (${there})`);
+  }
+
+  // A shard bucket gone is the proxy's failure, never the object's absence.
+  const near = new S3Client({ endpoint: stack.minio.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: CREDENTIALS });
+  t.teardown(() => near.destroy());
+  await near.send(new DeleteObjectCommand({ Bucket: 'near', Key: src }));
+  await near.send(new DeleteBucketCommand({ Bucket: 'near' }));
+  t.equal(await outcome(s3.send(new CopyObjectCommand({ Bucket, Key: dst, CopySource: `${Bucket}/${src}` }))), '503 ServiceUnavailable',
+    'the source shard bucket missing: 503');
 });
