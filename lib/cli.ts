@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
+import type { AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, loadConfig } from './config';
@@ -163,7 +164,16 @@ async function serve(config: Config, workers: number): Promise<number> {
     if (workers > 1) return runPrimary(workers, log);
   }
   const proxy = new ShardProxy(config, log);
-  const addr = await proxy.listen();
+  let addr: AddressInfo;
+  try {
+    addr = await proxy.listen();
+  } catch (err) {
+    log.error('cannot listen', { address: config.listen.host, port: config.listen.port, error: (err as Error).message });
+    // A worker stays alive on its channel to the primary, which then never
+    // learns that it failed at start-up.
+    if (cluster.isWorker) process.disconnect();
+    return EXIT.failure;
+  }
   const reclaimer = new BufferReclaimer();
   reclaimer.follow(channels.requestStart, channels.requestEnd);
   log.info('listening', {
@@ -171,7 +181,13 @@ async function serve(config: Config, workers: number): Promise<number> {
     virtual_buckets: config.virtualBuckets.map((vb) => ({ name: vb.name, shards: vb.shards.map((s) => s.bucket) })),
   });
   return new Promise((resolve) => {
+    // Every signal is heard: systemd signals each process of the unit and the
+    // primary signals its workers again, and a second SIGTERM must not kill a
+    // worker that is letting its requests finish.
+    let stopping = false;
     const stop = () => {
+      if (stopping) return;
+      stopping = true;
       log.info('shutting down', { pid: process.pid });
       reclaimer.stop();
       void proxy.close().then(() => {
@@ -180,8 +196,8 @@ async function serve(config: Config, workers: number): Promise<number> {
         resolve(EXIT.ok);
       });
     };
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
   });
 }
 

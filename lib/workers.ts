@@ -74,11 +74,14 @@ export function runPrimary(count: number, log: Logger): Promise<number> {
       fork();
     });
     const stop = () => {
+      if (stopping) return;
       stopping = true;
       for (const w of started.keys()) w.process.kill('SIGTERM');
     };
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
+    // Every signal is heard: a second must not kill the primary while its
+    // workers finish their requests.
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
   });
 }
 

@@ -19,10 +19,11 @@ export interface Workers {
   pids(): number[];
 }
 
-/** The installed command with `--workers count` in front of MinIO, once every worker listens; killed when `t` ends. */
+/** The installed command with `--workers count` in front of MinIO, once every worker listens (or it has
+ * exited); killed when `t` ends. */
 export async function startWorkers(t: Test, minioEndpoint: string, buckets: string[], count: number,
-  env: NodeJS.ProcessEnv = process.env): Promise<Workers> {
-  const port = await freePort();
+  env: NodeJS.ProcessEnv = process.env, port?: number): Promise<Workers> {
+  port ??= await freePort();
   const config = join(mkdtempSync(join(tmpdir(), 'tss-workers-')), 'config.json');
   writeFileSync(config, JSON.stringify({
     listen_addr: `127.0.0.1:${port}`, endpoint: minioEndpoint, access_key_id: MINIO_USER, secret_access_key: MINIO_PASSWORD,
@@ -34,6 +35,6 @@ export async function startWorkers(t: Test, minioEndpoint: string, buckets: stri
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   t.teardown(() => { child.kill('SIGKILL'); });
   const pids = () => [...log.matchAll(/"msg":"listening".*?"pid":(\d+)/g)].map((m) => Number(m[1]));
-  for (let i = 0; i < 100 && pids().length < count; i++) await new Promise((r) => setTimeout(r, 100));
+  for (let i = 0; i < 100 && pids().length < count && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 100));
   return { child, port, base: `http://127.0.0.1:${port}`, exited, log: () => log, pids };
 }

@@ -1,11 +1,11 @@
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { request } from 'undici';
-import { get as httpGet } from 'node:http';
+import { get as httpGet, createServer } from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import { readFileSync } from 'node:fs';
 import aws4 from 'aws4';
-import { startMinio, MINIO_USER, MINIO_PASSWORD } from '../helpers/minio';
+import { startMinio, freePort, MINIO_USER, MINIO_PASSWORD } from '../helpers/minio';
 import { startWorkers } from '../helpers/workers';
 
 // The installed command with --workers: one port, several processes, a
@@ -77,4 +77,46 @@ t.test('workers, metrics across them, graceful SIGTERM', async (t) => {
   t.equal(received, big.length, 'the in-flight download finished after SIGTERM');
   t.equal(await exited, 0, 'exit 0');
   await t.rejects(request(`${base}/healthz`), 'no longer accepting');
+});
+
+// systemd stops a unit by signalling every process in it; the primary then
+// signals its workers once more.
+t.test('SIGTERM to every process at once still lets a transfer finish', async (t) => {
+  const minio = await startMinio();
+  t.teardown(() => minio.stop());
+  const { child, port, base, exited, pids } = await startWorkers(t, minio.endpoint, ['w-1', 'w-2'], 2);
+  const big = randomBytes(8 * 1024 * 1024);
+  const put = aws4.sign({ service: 's3', region: 'us-east-1', method: 'PUT', host: `127.0.0.1:${port}`,
+    path: '/proxy-bucket/tenant/big/data', headers: { 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' } }, creds);
+  const stored = await request(`${base}/proxy-bucket/tenant/big/data`, { method: 'PUT', headers: put.headers as Record<string, string>, body: big });
+  await stored.body.dump();
+  t.equal(stored.statusCode, 200);
+  const get = aws4.sign({ service: 's3', region: 'us-east-1', method: 'GET', host: `127.0.0.1:${port}`,
+    path: '/proxy-bucket/tenant/big/data', headers: { 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' } }, creds);
+  const download = await new Promise<IncomingMessage>((resolve, reject) =>
+    httpGet(`${base}/proxy-bucket/tenant/big/data`, { headers: get.headers as Record<string, string> }, resolve).on('error', reject));
+  t.equal(download.statusCode, 200);
+  for (const pid of [child.pid!, ...pids()]) process.kill(pid, 'SIGTERM');
+  let received = 0;
+  for await (const chunk of download) {
+    received += (chunk as Buffer).length;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  t.equal(received, big.length, 'the in-flight download finished');
+  t.equal(await exited, 0, 'exit 0');
+});
+
+// Workers listen through the primary: a port in use fails each of them.
+t.test('a port in use stops every worker, and the proxy exits 1', async (t) => {
+  const minio = await startMinio();
+  t.teardown(() => minio.stop());
+  const port = await freePort();
+  const taken = createServer();
+  await new Promise<void>((resolve) => taken.listen(port, '127.0.0.1', resolve));
+  t.teardown(() => taken.close());
+  const { exited, log } = await startWorkers(t, minio.endpoint, ['w-1', 'w-2'], 2, process.env, port);
+  const code = await Promise.race([exited, new Promise((r) => setTimeout(() => r('still running after 30 s'), 30_000))]);
+  t.equal(code, 1, 'exit 1');
+  t.match(log(), '"msg":"cannot listen"', 'the workers say why');
+  t.match(log(), 'worker failed at start-up; stopping');
 });
