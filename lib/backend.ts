@@ -69,6 +69,9 @@ export class Pools {
 // request re-signed with the shard's own region and credentials.
 export class Backend {
   readonly bucket: string;
+  /** The readiness probe last found the bucket missing: a bodiless 404 (a
+   * HEAD) then says nothing about the object. */
+  bucketMissing = false;
   private readonly origin: string;
   private readonly host: string;
   private readonly pathPrefix: string;

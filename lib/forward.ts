@@ -289,6 +289,11 @@ export async function respond(res: ServerResponse, upstream: Dispatcher.Response
     if (value !== undefined && !HOP_BY_HOP.has(name)) headers[name] = value;
   }
   if (upstream.statusCode === 200 && WRITES.has(s3.operation)) channels.objectWritten.publish({ shard: backend.bucket });
+  if (upstream.statusCode === 404 && s3.method === 'HEAD' &&
+    (upstream.headers['x-minio-error-code'] === 'NoSuchBucket' || backend.bucketMissing)) {
+    await upstream.body.dump();
+    throw notFoundError('NoSuchBucket', backend);
+  }
   const rewrite = upstream.statusCode >= 300 || REWRITE_OK_BODY.has(s3.operation);
   if (s3.method === 'HEAD' || !rewrite) {
     res.writeHead(upstream.statusCode, headers);
@@ -301,6 +306,7 @@ export async function respond(res: ServerResponse, upstream: Dispatcher.Response
     return;
   }
   const text = (await readCapped(upstream.body, MAX_REWRITTEN_BODY)).toString('utf8');
+  if (upstream.statusCode === 404 && text.includes('<Code>NoSuchBucket</Code>')) throw notFoundError('NoSuchBucket', backend);
   const body = Buffer.from(rewriteBucketNames(text, backend, vb, s3, req));
   headers['content-length'] = String(body.length);
   res.writeHead(upstream.statusCode, headers);

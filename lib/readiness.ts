@@ -37,6 +37,7 @@ export class Readiness {
       try {
         const r = await b.request({ method: 'HEAD', signal: AbortSignal.timeout(5_000), operation: 'HeadBucket' });
         await r.body.dump();
+        b.bucketMissing = r.statusCode === 404;
         if (r.statusCode === 200) return { ...base, ok: true, detail: 'ok' };
         return { ...base, ok: false, detail: r.statusCode === 404 ? 'bucket missing' : `HEAD answered ${r.statusCode}` };
       } catch (err) {
