@@ -80,7 +80,8 @@ export function parseS3Request(req: IncomingMessage, virtualHostDomains: readonl
   return { method, bucket, key, query, operation, resource: `/${bucket}${key === undefined ? '' : '/' + key}` };
 }
 
-function bucketFromHost(host: string | undefined, domains: readonly string[]): string | undefined {
+/** The bucket a virtual-hosted request names in its Host (`<bucket>.<domain>`). */
+export function bucketFromHost(host: string | undefined, domains: readonly string[]): string | undefined {
   if (!host || domains.length === 0) return undefined;
   const name = host.replace(/:\d+$/, '').toLowerCase();
   for (const d of domains) {

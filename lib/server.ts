@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import type { Config } from './config';
 import { Pools, poolOptions } from './backend';
 import { S3Error, errorXml, isS3Error } from './errors';
-import { parseS3Request } from './s3-request';
+import { bucketFromHost, parseS3Request } from './s3-request';
 import type { S3Request } from './s3-request';
 import { VirtualBucket } from './virtual-bucket';
 import { bucketOp, listBuckets } from './bucket-ops';
@@ -193,12 +193,13 @@ export class ShardProxy {
   }
 
   // Admin paths share the port with S3; a virtual bucket may never be named
-  // like them (config refuses it), so they are never confused.
+  // like them (config refuses it), so they are never confused with a path-style
+  // bucket. A virtual-hosted request's path is a key: `/metrics` there is one.
   private admin(req: IncomingMessage, res: ServerResponse, requestId: string): boolean {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
-    if (!ADMIN_PATHS.has(path)) return false;
+    if (!ADMIN_PATHS.has(path) || bucketFromHost(req.headers.host, this.config.virtualHostDomains) !== undefined) return false;
     stamp(res, requestId);
     switch (path) {
       case '/healthz':

@@ -151,4 +151,19 @@ t.test('virtual-host style beside path style', async (t) => {
     t.match(forged.body.toString(), '<Code>SignatureDoesNotMatch</Code>');
     t.equal((await send('DELETE', vhost, '/tenant/other/obj')).status, 204);
   });
+
+  await t.test('on the virtual host, /metrics, /healthz and /readyz are keys', async (t) => {
+    for (const name of ['metrics', 'healthz', 'readyz']) {
+      const body = Buffer.from(`the object named ${name}`);
+      const put = await send('PUT', vhost, `/${name}`, body);
+      t.equal(put.status, 200, `PUT ${name}`);
+      t.match(put.headers.etag, /^"/, `PUT ${name}: an object's ETag`);
+      const got = await send('GET', vhost, `/${name}`);
+      t.equal(got.body.toString(), body.toString(), `GET ${name} reads the object`);
+    }
+    const contents = await stack.shardContents();
+    t.same([...contents.values()].flat().filter((k) => !k.includes('/')).sort(), ['healthz', 'metrics', 'readyz'], 'stored in the shards');
+    const metrics = await request(`${stack.endpoint}/metrics`);
+    t.match(await metrics.body.text(), /^tempo_s3_shard_requests_total/m, 'path style, /metrics is still the proxy\'s');
+  });
 });
