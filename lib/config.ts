@@ -101,6 +101,7 @@ interface Origin { file: string; field?: string }
 interface Sources {
   raw: Record<string, unknown>;
   source: string;
+  fromFile: boolean;
   baseDir: string;
   origins: Map<string, Origin>;
 }
@@ -157,6 +158,7 @@ function readSources(file: string | undefined, env: Record<string, string | unde
   return {
     raw,
     source: file ?? 'environment',
+    fromFile: file !== undefined,
     baseDir: file === undefined ? process.cwd() : dirname(resolve(file)),
     origins,
   };
@@ -220,7 +222,7 @@ class Fields {
 
 interface Inherited { endpoint?: string; region: string; accessKeyId?: string; secretAccessKey?: string; weight?: number }
 
-function normalise({ raw, source, baseDir, origins }: Sources): Config {
+function normalise({ raw, source, baseDir, origins, fromFile }: Sources): Config {
   const fail: Fail = (field, detail) => {
     const origin = origins.get(field.split(/[.[]/)[0]);
     throw new ConfigError(origin?.file ?? source, origin?.field ?? field, detail);
@@ -245,7 +247,10 @@ function normalise({ raw, source, baseDir, origins }: Sources): Config {
   };
 
   const top = fields(raw, '', TOP_KEYS);
-  const useSsl = top.bool('use_ssl') ?? true;
+  // The Go tool read a config.json without use_ssl as plain HTTP to a bare
+  // host; from the environment alone, S3_INSECURE unset means TLS, as
+  // Tempo's `insecure` does.
+  const useSsl = top.bool('use_ssl') ?? !fromFile;
   const pathStyle = top.bool('force_path_style') ?? true;
   const endpoint = top.str('endpoint');
   const inherited: Inherited = {

@@ -94,7 +94,9 @@ t.test('defaults', async (t) => {
   t.same(c.listen, { host: '', port: 8080 });
   t.equal(c.region, 'us-east-1');
   t.equal(c.virtualBuckets[0].shards[0].region, 'us-east-1');
-  t.equal(c.virtualBuckets[0].shards[0].endpoint, 'https://s3.example.com', 'use_ssl defaults to true');
+  t.equal(c.virtualBuckets[0].shards[0].endpoint, 'http://s3.example.com', 'a config file without use_ssl: plain HTTP, as the Go tool read it');
+  const fromEnv = loadConfig({ env: { S3_ENDPOINT: 's3.example.com', S3_ACCESS_KEY_ID: AKID, S3_SECRET_ACCESS_KEY: SECRET, S3_BUCKETS: 'abc' } });
+  t.equal(fromEnv.virtualBuckets[0].shards[0].endpoint, 'https://s3.example.com', 'the environment alone without S3_INSECURE: TLS, as Tempo reads insecure');
   t.equal(c.virtualBuckets[0].shards[0].pathStyle, true);
   t.equal(c.virtualBuckets[0].name, 'proxy-bucket');
   t.equal(c.logLevel, 'info');
@@ -109,7 +111,7 @@ t.test('endpoint forms', async (t) => {
   t.equal(endpointOf('http://minio:9000', { use_ssl: true }), 'http://minio:9000', 'URL scheme wins over use_ssl');
   t.equal(endpointOf('https://s3.example.com', { use_ssl: false }), 'https://s3.example.com', 'URL scheme wins over use_ssl');
   t.equal(endpointOf('https://s3.example.com/'), 'https://s3.example.com', 'trailing slash stripped');
-  t.equal(endpointOf('s3.example.com/'), 'https://s3.example.com', 'trailing slash stripped from a bare host');
+  t.equal(endpointOf('s3.example.com/', { use_ssl: true }), 'https://s3.example.com', 'trailing slash stripped from a bare host');
   t.equal(endpointOf('https://s3.example.com:443'), 'https://s3.example.com', 'default port implied');
   t.equal(endpointOf('http://minio:80'), 'http://minio', 'default port implied');
   t.equal(endpointOf('HTTP://MinIO.Local:9000'), 'http://minio.local:9000');
