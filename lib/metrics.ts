@@ -29,6 +29,25 @@ function seriesKey(labels: Labels): string {
 
 interface Series { labels: Labels; value: number; counts?: number[]; sum?: number }
 
+/** One family's series from several processes, summed by labels. */
+function sumSeries(lists: Series[][]): Series[] {
+  const merged = new Map<string, Series>();
+  for (const list of lists) {
+    for (const s of list) {
+      const key = labelText(s.labels);
+      const m = merged.get(key);
+      if (!m) {
+        merged.set(key, { ...s, counts: s.counts && [...s.counts] });
+      } else {
+        m.value += s.value;
+        if (m.counts && s.counts) m.counts.forEach((_, i) => { m.counts![i] += s.counts![i]; });
+        if (m.sum !== undefined && s.sum !== undefined) m.sum += s.sum;
+      }
+    }
+  }
+  return [...merged.values()];
+}
+
 // A family keeps its series by label text, so series from other worker
 // processes (their snapshots) add up into the same lines.
 abstract class Family {
@@ -40,22 +59,9 @@ abstract class Family {
   }
 
   render(others: Series[][]): string {
-    const merged = new Map<string, Series>();
-    for (const list of [this.snapshot(), ...others]) {
-      for (const s of list) {
-        const key = labelText(s.labels);
-        const m = merged.get(key);
-        if (!m) {
-          merged.set(key, { ...s, counts: s.counts && [...s.counts] });
-        } else {
-          m.value += s.value;
-          if (m.counts && s.counts) m.counts.forEach((_, i) => { m.counts![i] += s.counts![i]; });
-          if (m.sum !== undefined && s.sum !== undefined) m.sum += s.sum;
-        }
-      }
-    }
     const n = this.prefix + this.name;
-    return [`# HELP ${n} ${this.help}`, `# TYPE ${n} ${this.type}`, ...[...merged.values()].flatMap((s) => this.lines(n, s))].join('\n');
+    return [`# HELP ${n} ${this.help}`, `# TYPE ${n} ${this.type}`,
+      ...sumSeries([this.snapshot(), ...others]).flatMap((s) => this.lines(n, s))].join('\n');
   }
 
   protected lines(name: string, s: Series): string[] {
@@ -168,6 +174,9 @@ export type MetricsSnapshot = Record<string, Series[]>;
 
 const statusClass = (status: number) => `${Math.floor(status / 100)}xx`;
 
+/** The families Metrics.retire keeps. */
+let counted: string[] | undefined;
+
 export class Metrics {
   private readonly requests = new Counter('requests_total', 'S3 requests answered, by operation and status class.');
   private readonly duration = new Histogram('request_duration_seconds', 'Time to answer an S3 request, by operation.');
@@ -216,6 +225,18 @@ export class Metrics {
 
   snapshot(): MetricsSnapshot {
     return Object.fromEntries(this.families().map((f) => [f.name, f.snapshot()]));
+  }
+
+  /** Adds to `into` what a worker that has gone still counts: its counters
+   * and histograms, so that the sums never drop (Prometheus reads a drop as a
+   * reset), but not its gauges, nor its process's figures, which went with it. */
+  static retire(into: MetricsSnapshot, gone: MetricsSnapshot): void {
+    if (!counted) {
+      const m = new Metrics();
+      counted = m.families().filter((f) => !(f instanceof Sampled) && f.type !== 'gauge').map((f) => f.name);
+      m.close();
+    }
+    for (const name of counted) if (gone[name]) into[name] = sumSeries([into[name] ?? [], gone[name]]);
   }
 
   /** This process's metrics, summed with the snapshots of the other workers. */

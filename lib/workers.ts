@@ -3,8 +3,8 @@ import type { Worker } from 'node:cluster';
 import { rmSync } from 'node:fs';
 import type { Logger } from './log';
 import { handoffSocket } from './handoff';
-import { primarySnapshot } from './metrics';
-import type { Metrics, MetricsSnapshot } from './metrics';
+import { Metrics, primarySnapshot } from './metrics';
+import type { MetricsSnapshot } from './metrics';
 
 // `--workers N`: N processes share one port (node:cluster). The primary only
 // supervises: it restarts a worker that dies, forwards SIGTERM, relays
@@ -13,7 +13,7 @@ import type { Metrics, MetricsSnapshot } from './metrics';
 // removes a dead worker's handoff socket.
 
 type Message =
-  | { t: 'metrics-request'; id: number }
+  | { t: 'metrics-request'; id: number; snapshot: MetricsSnapshot }
   | { t: 'metrics-collect'; id: number }
   | { t: 'metrics-snapshot'; id: number; snapshot: MetricsSnapshot }
   | { t: 'metrics-result'; id: number; snapshots: MetricsSnapshot[] };
@@ -29,20 +29,31 @@ export function runPrimary(count: number, log: Logger): Promise<number> {
   for (let i = 0; i < count; i++) fork();
 
   let nextId = 0;
+  // Each worker's latest snapshot stands in for it when it is slow to send
+  // one, and what a worker counted stays in the sums after it dies: a sum
+  // that drops is a counter reset to Prometheus.
+  const latest = new Map<Worker, MetricsSnapshot>();
+  const retired: MetricsSnapshot = {};
   cluster.on('message', (from: Worker, msg: Message) => {
     if (msg?.t !== 'metrics-request') return;
-    const others = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && w !== from && w.isConnected());
+    latest.set(from, msg.snapshot);
+    const siblings = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && w !== from);
+    const others = siblings.filter((w) => w.isConnected());
     const id = ++nextId;
-    const snapshots: MetricsSnapshot[] = [];
+    const answered = new Map<Worker, MetricsSnapshot>();
     const finish = () => {
       clearTimeout(timer);
       cluster.off('message', collect);
-      if (from.isConnected()) from.send({ t: 'metrics-result', id: msg.id, snapshots: [...snapshots, primarySnapshot()] } satisfies Message);
+      const snapshots = siblings.map((w) => answered.get(w) ?? latest.get(w)).filter((s): s is MetricsSnapshot => s !== undefined);
+      if (from.isConnected()) {
+        from.send({ t: 'metrics-result', id: msg.id, snapshots: [...snapshots, retired, primarySnapshot()] } satisfies Message);
+      }
     };
-    const collect = (_w: Worker, m: Message) => {
+    const collect = (w: Worker, m: Message) => {
       if (m?.t !== 'metrics-snapshot' || m.id !== id) return;
-      snapshots.push(m.snapshot);
-      if (snapshots.length === others.length) finish();
+      answered.set(w, m.snapshot);
+      latest.set(w, m.snapshot);
+      if (answered.size === others.length) finish();
     };
     const timer = setTimeout(finish, COLLECT_TIMEOUT_MS);
     cluster.on('message', collect);
@@ -55,6 +66,9 @@ export function runPrimary(count: number, log: Logger): Promise<number> {
     cluster.on('exit', (worker, code, signal) => {
       // A worker killed outright leaves its socket behind.
       rmSync(handoffSocket(process.pid, worker.id), { force: true });
+      const last = latest.get(worker);
+      if (last) Metrics.retire(retired, last);
+      latest.delete(worker);
       const listened = started.get(worker);
       started.delete(worker);
       if (stopping) {
@@ -101,6 +115,6 @@ export function workerMetrics(metrics: Metrics): () => Promise<string> {
     const id = ++nextId;
     const timer = setTimeout(() => { waiting.delete(id); resolve(metrics.render()); }, 2 * COLLECT_TIMEOUT_MS);
     waiting.set(id, (snapshots) => { clearTimeout(timer); resolve(metrics.render(snapshots)); });
-    process.send!({ t: 'metrics-request', id } satisfies Message);
+    process.send!({ t: 'metrics-request', id, snapshot: metrics.snapshot() } satisfies Message);
   });
 }

@@ -4,6 +4,7 @@ import { closeSync, openSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { Metrics, primarySnapshot } from '../lib/metrics';
 import type { MetricsSnapshot } from '../lib/metrics';
+import { channels } from '../lib/events';
 
 // The process figures in /metrics are read at scrape time from this very
 // process, so each is checked against a change the test makes to it.
@@ -88,4 +89,26 @@ t.test('the primary of --workers shows its own figures, as worker 0, and no requ
     ['process_resident_memory_bytes{worker="1"}', 'process_resident_memory_bytes{worker="0"}']);
   t.ok(Math.abs(values.get('process_resident_memory_bytes{worker="0"}')! - process.memoryUsage.rss()) < 16 * MiB, 'this process\'s memory');
   t.equal(values.get('process_start_time_seconds{worker="0"}'), performance.timeOrigin / 1000, 'started when this process did');
+});
+
+t.test('a worker that has gone leaves its counts in the sums, not its gauges or process figures', async (t) => {
+  const gone = new Metrics(3);
+  t.teardown(() => gone.close());
+  channels.requestStart.publish({ operation: 'unknown' });
+  channels.requestEnd.publish({ operation: 'GetObject', status: 200, seconds: 0.02, shard: 's1' });
+  channels.requestStart.publish({ operation: 'unknown' });
+  channels.backendResponse.publish({ shard: 's1', operation: 'GetObject', status: 503, bytesSent: 0 });
+  const last = gone.snapshot();
+
+  const retired: MetricsSnapshot = {};
+  Metrics.retire(retired, last);
+  Metrics.retire(retired, last);
+  const alive = new Metrics(1);
+  t.teardown(() => alive.close());
+  const text = alive.render([retired]);
+  t.match(text, /^tempo_s3_shard_requests_total\{operation="GetObject",status="2xx"\} 2$/m, 'counters of both retirements add up');
+  t.match(text, /^tempo_s3_shard_request_duration_seconds_count\{operation="GetObject"\} 2$/m, 'and histograms');
+  t.match(text, /^tempo_s3_shard_backend_errors_total\{shard="s1",kind="status_5xx"\} 2$/m);
+  t.match(text, /^tempo_s3_shard_requests_in_flight 0$/m, 'its requests in flight went with it');
+  t.notMatch(text, /worker="3"/, 'and its process figures');
 });

@@ -56,6 +56,11 @@ t.test('workers, metrics across them, graceful SIGTERM', async (t) => {
   const after = await memory();
   t.equal(after.size, 3, `still one line per live worker and the primary's: ${[...after.keys()]}`);
   t.equal([...after.keys()].filter((w) => before.has(w)).length, 2, 'the dead worker\'s line is gone, its replacement\'s is new');
+  for (let i = 0; i < 3; i++) {
+    const text = await request(`${base}/metrics`, { reset: true }).then((r) => r.body.text());
+    t.match(text, /^tempo_s3_shard_requests_total\{operation="PutObject",status="2xx"\} 20$/m,
+      'what the dead worker counted stays in the sums (a sum that drops is a counter reset)');
+  }
   const again = await s3('GET', 'tenant/b1/meta.json');
   t.equal(await again.body.text(), 'x', 'still serving');
 
