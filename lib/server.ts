@@ -61,6 +61,9 @@ function sendText(res: ServerResponse, status: number, body: string, type = 'tex
 
 // The request path, top to bottom: admin routes, classify the S3 request,
 // find its virtual bucket, hand it to the one handler for its operation.
+// nginx's status for a client that went away before it was answered.
+const CLIENT_CLOSED_REQUEST = 499;
+
 export class ShardProxy {
   readonly server: Server;
   readonly buckets: Map<string, VirtualBucket>;
@@ -161,6 +164,7 @@ export class ShardProxy {
     }
     const gone = new ClientSignal(res);
     let s3: S3Request | undefined;
+    let failedStatus: number | undefined;
     const started = process.hrtime.bigint();
     const read0 = readBefore.get(socket) ?? 0;
     const written0 = socket.bytesWritten;
@@ -170,19 +174,20 @@ export class ShardProxy {
       if (this.authenticator) s3.auth = this.authenticator.authenticate({ method: s3.method, url: req.url ?? '/', headers: req.headers });
       await this.dispatch(req, res, s3, gone, requestId);
     } catch (err) {
-      this.fail(req, res, err, s3?.resource ?? '/', requestId);
+      failedStatus = this.fail(req, res, err, s3?.resource ?? '/', requestId);
     } finally {
       // What a sibling handed over, it logs and counts itself.
       if (!handedOver) {
         const seconds = Number(process.hrtime.bigint() - started) / 1e9;
         const operation = s3?.operation ?? 'Invalid';
         const shard = s3?.shard ?? null;
-        channels.requestEnd.publish({ operation, status: res.statusCode, seconds, shard });
+        const status = failedStatus ?? res.statusCode;
+        channels.requestEnd.publish({ operation, status, seconds, shard });
         const read = socket.bytesRead;
         readBefore.set(socket, read);
         if (this.log.enabled('info')) {
           this.log.info('request', {
-            operation, bucket: s3?.bucket ?? null, shard, status: res.statusCode,
+            operation, bucket: s3?.bucket ?? null, shard, status,
             bytes_in: read - read0, bytes_out: socket.bytesWritten - written0,
             duration_ms: Math.round(seconds * 1e6) / 1e3, request_id: requestId,
             backend_request_id: s3?.backendRequestId ?? null,
@@ -258,9 +263,12 @@ export class ShardProxy {
     }
   }
 
-  private fail(req: IncomingMessage, res: ServerResponse, err: unknown, resource: string, requestId: string): void {
+  /** Answers with the error if nothing was sent yet; returns the status the
+   * request is logged and counted with, which is never the 200 a failure
+   * after the headers went out would leave. */
+  private fail(req: IncomingMessage, res: ServerResponse, err: unknown, resource: string, requestId: string): number {
     // Nobody is left to answer.
-    if (res.destroyed) return;
+    if (res.destroyed) return CLIENT_CLOSED_REQUEST;
     const s3err = isS3Error(err) ? err : new S3Error('InternalError');
     // NotImplemented is the client's doing; logging it as an error would let
     // any client fill the error log.
@@ -271,7 +279,7 @@ export class ShardProxy {
       // Part of an answer is out: cutting the connection is the only way to
       // tell the client it is incomplete.
       res.destroy();
-      return;
+      return s3err.status;
     }
     stamp(res, requestId);
     // Whatever the client was still sending is no longer wanted; closing
@@ -281,11 +289,12 @@ export class ShardProxy {
     if (req.method === 'HEAD') {
       res.writeHead(s3err.status, { ...headers, 'x-amz-error-code': s3err.code });
       res.end();
-      return;
+      return s3err.status;
     }
     const body = Buffer.from(errorXml(s3err, resource, requestId));
     res.writeHead(s3err.status, { ...headers, 'content-length': String(body.length) });
     res.end(body);
+    return s3err.status;
   }
 
   /** Reaches every shard bucket and creates the missing ones (the original tool did this at start-up). */

@@ -1,5 +1,6 @@
 import t from 'tap';
 import { Writable } from 'node:stream';
+import { connect } from 'node:net';
 import { request } from 'undici';
 import { S3Client, PutObjectCommand, GetObjectCommand } from '@aws-sdk/client-s3';
 import { startStack, CREDENTIALS } from '../helpers/stack';
@@ -49,6 +50,20 @@ t.test('each request is one log line naming its ids, and nothing secret', async 
   t.ok(Number(getLine.bytes_out) > 200, `the GET's bytes out (${getLine.bytes_out}) hold the answer`);
   t.match(missingLine, { operation: 'GetObject', shard: null, status: 404, backend_request_id: null,
     request_id: missing.headers['x-amz-request-id'] }, "an answer of the proxy's own names the id the client got");
+
+  // An upload whose client goes away halfway: not a success.
+  const socket = connect(port, '127.0.0.1');
+  await new Promise((resolve) => socket.once('connect', resolve));
+  socket.write('PUT /proxy-bucket/tenant-marker/aborted/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n');
+  socket.write(Buffer.alloc(100_000));
+  await new Promise((r) => setTimeout(r, 300));
+  socket.destroy();
+  let aborted: Record<string, unknown> | undefined;
+  for (let i = 0; i < 50 && !aborted; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    aborted = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((e) => e.msg === 'request')[3];
+  }
+  t.match(aborted, { operation: 'PutObject', status: 499 }, 'logged as the client going away (499), not 200');
 
   for (const secret of ['marker', MINIO_PASSWORD, 'AWS4-HMAC-SHA256', 'Signature']) {
     t.notOk(lines.some((l) => l.includes(secret)), `no log line holds ${JSON.stringify(secret)}`);
