@@ -313,16 +313,22 @@ export async function respond(res: ServerResponse, upstream: Dispatcher.Response
   res.end(body);
 }
 
+/** The client sees its virtual bucket where the backend named a shard
+ * bucket: the one that answered, or another of the virtual bucket's (the
+ * source of a copy between shards). */
 export function rewriteBucketNames(xml: string, backend: Backend, vb: VirtualBucket, s3: S3Request,
   req: IncomingMessage): string {
-  const shard = backend.bucket;
-  return xml
-    .split(`<Bucket>${shard}</Bucket>`).join(`<Bucket>${vb.name}</Bucket>`)
-    .split(`<BucketName>${shard}</BucketName>`).join(`<BucketName>${vb.name}</BucketName>`)
-    .split(`<Resource>/${shard}/`).join(`<Resource>/${vb.name}/`)
-    .split(`<Resource>/${shard}</Resource>`).join(`<Resource>/${vb.name}</Resource>`)
-    .replace(/<Location>[^<]*<\/Location>/, () =>
-      `<Location>http://${req.headers.host ?? 'localhost'}/${vb.name}/${encodePath(s3.key ?? '')}</Location>`);
+  let out = xml;
+  for (const shard of new Set([backend.bucket, ...vb.backends.map((b) => b.bucket)])) {
+    if (!out.includes(shard)) continue;
+    out = out
+      .split(`<Bucket>${shard}</Bucket>`).join(`<Bucket>${vb.name}</Bucket>`)
+      .split(`<BucketName>${shard}</BucketName>`).join(`<BucketName>${vb.name}</BucketName>`)
+      .split(`<Resource>/${shard}/`).join(`<Resource>/${vb.name}/`)
+      .split(`<Resource>/${shard}</Resource>`).join(`<Resource>/${vb.name}</Resource>`);
+  }
+  return out.replace(/<Location>[^<]*<\/Location>/, () =>
+    `<Location>http://${req.headers.host ?? 'localhost'}/${vb.name}/${encodePath(s3.key ?? '')}</Location>`);
 }
 
 export async function readCapped(body: Readable | NodeJS.ReadableStream, cap: number): Promise<Buffer> {

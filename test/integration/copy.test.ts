@@ -1,5 +1,7 @@
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
+import { request } from 'undici';
+import aws4 from 'aws4';
 import {
   S3Client, PutObjectCommand, GetObjectCommand, CopyObjectCommand, GetObjectTaggingCommand, HeadObjectCommand,
   CreateMultipartUploadCommand, UploadPartCopyCommand, CompleteMultipartUploadCommand, CreateBucketCommand,
@@ -51,6 +53,16 @@ t.test('copies on one endpoint stay server-side', async (t) => {
     { name: 'PreconditionFailed' });
   await t.rejects(s3.send(new CopyObjectCommand({ Bucket, Key: 'tenant/x/y', CopySource: `${Bucket}/tenant/missing/key` })), { name: 'NoSuchKey' });
   await t.rejects(s3.send(new CopyObjectCommand({ Bucket, Key: 'tenant/x/y', CopySource: `nobucket/${src}` })), { name: 'NoSuchBucket' });
+
+  // MinIO names the source's bucket in a failed copy's error: the client must see its own.
+  const path = `/${Bucket}/${findKey(ring, '*', 'shard1')}`;
+  const signed = aws4.sign({ service: 's3', region: 'us-east-1', method: 'PUT', host: new URL(stack.endpoint).host, path,
+    headers: { 'x-amz-copy-source': `/${Bucket}/${src}`, 'x-amz-copy-source-if-match': '"nope"', 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' } }, CREDENTIALS);
+  const failed = await request(`${stack.endpoint}${path}`, { method: 'PUT', headers: signed.headers as Record<string, string> });
+  const text = await failed.body.text();
+  t.equal(failed.statusCode, 412);
+  t.notMatch(text, /shard\d/, `no shard bucket named: ${text}`);
+  t.match(text, `<BucketName>${Bucket}</BucketName>`);
 });
 
 t.test('across endpoints the proxy streams the copy', async (t) => {
