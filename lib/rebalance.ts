@@ -186,6 +186,10 @@ async function* listPages(b: Backend, what: 'objects' | 'uploads', signal: Abort
       : [['uploads', ''], ['encoding-type', 'url'], ['max-uploads', '1000'], ...next];
     const r = await b.request({ method: 'GET', query, signal, operation: what === 'objects' ? 'ListObjectsV2' : 'ListMultipartUploads' });
     const xml = await r.body.text();
+    if (r.statusCode === 404 && errorCode(xml) === 'NoSuchBucket') {
+      throw new Error(`shard bucket ${b.bucket} does not exist yet: start the proxy with this config, ` +
+        'which creates it, or run "tempo-s3-shard check"');
+    }
     if (r.statusCode !== 200) throw new Error(`listing shard bucket ${b.bucket} failed: ${r.statusCode} ${errorCode(xml)}`);
     const page = parseXml(xml, element);
     yield page.entries;

@@ -1,5 +1,6 @@
 import t from 'tap';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { Ring } from '../../lib/ring';
 import { run } from '../helpers/run';
 import { blockKeys } from '../bench/placement';
@@ -45,6 +46,16 @@ t.test('add a fourth shard to 2,000 blocks on three, and rebalance under load', 
     t.match(dry.stdout, `  ${from} -> shard4: ${n} objects, `, `dry run: ${from} to shard4`);
   }
   t.equal((await st.contents(['shard4'])).get('shard4')!.size, 0, 'a dry run moves nothing');
+  t.notMatch(dry.stderr, /Warning/, 'and warns of nothing');
+
+  // A shard bucket the proxy has not created yet is named, with what to do.
+  const early = join(dirname(after.configFile), 'early.json');
+  const withFifth = JSON.parse(readFileSync(after.configFile, 'utf8')) as { buckets: string[] };
+  writeFileSync(early, JSON.stringify({ ...withFifth, buckets: [...withFifth.buckets, 'shard5'] }));
+  const tooEarly = await run(process.execPath, [BIN, 'rebalance', '--config', early, '--dry-run']);
+  t.equal(tooEarly.status, 1);
+  t.match(tooEarly.stderr, 'shard bucket shard5 does not exist yet: start the proxy with this config');
+  t.notMatch(tooEarly.stderr, /Warning/);
 
   const load = startLoad(after.s3, written);
   t.same(await readAll(after.s3, initial), [], 'every object reads back through the earlier ring, under load');
