@@ -5,6 +5,7 @@ import { AwsChunkedDecoder, AwsChunkedEncoder, streamingKind } from './aws-chunk
 import type { ChunkSignatureContext } from './aws-chunked';
 import type { Backend, BackendRequest } from './backend';
 import { S3Error } from './errors';
+import { SIGV2_QUERY } from './s3-request';
 import type { Operation, S3Request } from './s3-request';
 import type { VirtualBucket } from './virtual-bucket';
 import { encodePath } from './sigv4';
@@ -28,13 +29,13 @@ const DROP_REQUEST_HEADERS = new Set([
 ]);
 
 // Query parameters of the operation: not SDK routing (`x-id`), nor a presigned
-// URL's signature or headers (see queryHeaders).
+// URL's signature (V4 or V2) or headers (see queryHeaders).
 function forwardQuery(query: URLSearchParams): [string, string][] {
   // A repeated parameter counts once, as S3 reads it: sent twice it would
   // not match the signature, which covers the first value only.
   const seen = new Set<string>();
   return [...query].filter(([k]) => {
-    if (k === 'x-id' || /^x-amz-/i.test(k) || seen.has(k)) return false;
+    if (k === 'x-id' || /^x-amz-/i.test(k) || SIGV2_QUERY.has(k) || seen.has(k)) return false;
     seen.add(k);
     return true;
   });

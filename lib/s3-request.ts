@@ -39,6 +39,8 @@ const PLAIN_PARAMS = new Set([
   'response-content-type', 'response-content-language', 'response-expires',
   'response-cache-control', 'response-content-disposition', 'response-content-encoding',
 ]);
+// A SigV2 presigned URL's: refused by the authenticator, or not passed on.
+export const SIGV2_QUERY = new Set(['AWSAccessKeyId', 'Signature', 'Expires']);
 const LIST_PARAMS = new Set([
   'prefix', 'delimiter', 'max-keys', 'marker', 'encoding-type', 'list-type', 'continuation-token',
   'start-after', 'fetch-owner', 'key-marker', 'version-id-marker', 'upload-id-marker', 'max-uploads',
@@ -93,7 +95,8 @@ export function bucketFromHost(host: string | undefined, domains: readonly strin
 function classify(method: string, bucket: string, key: string | undefined, query: URLSearchParams,
   headers: IncomingMessage['headers']): Operation {
   const has = (p: string) => query.has(p);
-  const sub = query.size === 0 ? undefined : [...query.keys()].find((k) => !PLAIN_PARAMS.has(k) && !LIST_PARAMS.has(k) && !k.startsWith('X-Amz-') && !k.startsWith('x-amz-'));
+  const sub = query.size === 0 ? undefined : [...query.keys()].find((k) => !PLAIN_PARAMS.has(k) && !LIST_PARAMS.has(k) &&
+    !SIGV2_QUERY.has(k) && !k.startsWith('X-Amz-') && !k.startsWith('x-amz-'));
   if (bucket === '') {
     if (method === 'GET' || method === 'HEAD') return 'ListBuckets';
     throw new S3Error('MethodNotAllowed');

@@ -61,6 +61,13 @@ function sendText(res: ServerResponse, status: number, body: string, type = 'tex
 
 // The request path, top to bottom: admin routes, classify the S3 request,
 // find its virtual bucket, hand it to the one handler for its operation.
+/** The request's path as sent, without its query. */
+function requestPath(req: IncomingMessage): string {
+  const url = req.url ?? '/';
+  const q = url.indexOf('?');
+  return q < 0 ? url : url.slice(0, q);
+}
+
 // nginx's status for a client that went away before it was answered.
 const CLIENT_CLOSED_REQUEST = 499;
 
@@ -174,7 +181,7 @@ export class ShardProxy {
       if (this.authenticator) s3.auth = this.authenticator.authenticate({ method: s3.method, url: req.url ?? '/', headers: req.headers });
       await this.dispatch(req, res, s3, gone, requestId);
     } catch (err) {
-      failedStatus = this.fail(req, res, err, s3?.resource ?? '/', requestId);
+      failedStatus = this.fail(req, res, err, s3?.resource ?? requestPath(req), requestId);
     } finally {
       // What a sibling handed over, it logs and counts itself.
       if (!handedOver) {
@@ -201,9 +208,7 @@ export class ShardProxy {
   // like them (config refuses it), so they are never confused with a path-style
   // bucket. A virtual-hosted request's path is a key: `/metrics` there is one.
   private admin(req: IncomingMessage, res: ServerResponse, requestId: string): boolean {
-    const url = req.url ?? '/';
-    const q = url.indexOf('?');
-    const path = q < 0 ? url : url.slice(0, q);
+    const path = requestPath(req);
     if (!ADMIN_PATHS.has(path) || bucketFromHost(req.headers.host, this.config.virtualHostDomains) !== undefined) return false;
     stamp(res, requestId);
     switch (path) {

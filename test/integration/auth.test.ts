@@ -122,6 +122,13 @@ t.test('client authentication', async (t) => {
     const head = await request(url, { method: 'HEAD', headers: sign({ ...CLIENT, secretAccessKey: 'wrong' }) });
     t.equal(head.statusCode, 403, 'HEAD refused');
     t.equal(await head.body.text(), '', 'HEAD errors carry no body');
+    // boto3's generate_presigned_url and AWS CLI v1's presign sign with V2 unless told otherwise.
+    const v2 = await request(`${url}?AWSAccessKeyId=${CLIENT.accessKeyId}&Expires=${Math.floor(Date.now() / 1000) + 60}&Signature=abc%3D`);
+    t.equal(v2.statusCode, 400, 'a SigV2 presigned URL: 400');
+    t.match(await v2.body.text(), /<Code>InvalidRequest<\/Code><Message>[^<]*Please use AWS4-HMAC-SHA256/, 'naming the signature to use');
+    const long = await request(`${stack.endpoint}/${Bucket}/${'k'.repeat(1100)}`, { headers: sign(CLIENT) });
+    t.equal(long.statusCode, 400);
+    t.match(await long.body.text(), `<Resource>/${Bucket}/kkk`, 'an unparsable request\'s error names its path');
   });
 
   await t.test('a bad chunk signature aborts the upload: nothing stored', async (t) => {
