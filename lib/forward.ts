@@ -186,6 +186,8 @@ export async function forward(req: IncomingMessage, res: ServerResponse, s3: S3R
     await deleteAtEarlierOwners(owners, br);
   } else if (owners.length > 1 && ON_UPLOAD.has(s3.operation)) {
     backend = await uploadHolder(owners, s3.key!, s3.query.get('uploadId')!, signal);
+  } else if (owners.length > 1 && s3.operation === 'PutObject' && (br.headers!['if-match'] || br.headers!['if-none-match'])) {
+    await conditionAtEarlierOwner(owners, br);
   } else if (owners.length > 1 && ON_EXISTING.has(s3.operation)) {
     // A tagging document is small: read once, it can go to the next owner too.
     if (Number(br.headers!['content-length'] ?? 0) > MAX_TAGGING_BODY) throw new S3Error('EntityTooLarge');
@@ -239,6 +241,30 @@ export async function firstHolder(owners: Backend[], br: BackendRequest):
     if (code === undefined) return { backend, upstream };
     if (!isAbsent(code)) throw notFoundError(code, backend);
   }
+}
+
+/** A conditional write is about the object readers see, which may still sit
+ * where an earlier ring put it: the current owner checks a copy of its own,
+ * a copy only an earlier owner holds is checked here. */
+async function conditionAtEarlierOwner(owners: Backend[], br: BackendRequest): Promise<void> {
+  const { backend, upstream } = await firstHolder(owners, { method: 'HEAD', key: br.key, signal: br.signal, operation: 'HeadObject' });
+  await upstream.body.dump();
+  if (upstream.statusCode >= 500) throw new S3Error('ServiceUnavailable', `Shard bucket ${backend.bucket} answered ${upstream.statusCode}.`);
+  if (backend === owners[0] || upstream.statusCode !== 200) return;
+  const etag = String(upstream.headers.etag ?? '');
+  const ifNoneMatch = br.headers!['if-none-match'];
+  const ifMatch = br.headers!['if-match'];
+  if (ifNoneMatch !== undefined && etagMatches(ifNoneMatch, etag)) throw new S3Error('PreconditionFailed');
+  if (ifMatch !== undefined) {
+    if (!etagMatches(ifMatch, etag)) throw new S3Error('PreconditionFailed');
+    // It held: the current owner, which has no copy to compare, writes.
+    delete br.headers!['if-match'];
+  }
+}
+
+function etagMatches(condition: string, etag: string): boolean {
+  const bare = (s: string) => s.trim().replace(/^W\//, '').replace(/"/g, '');
+  return condition.split(',').some((c) => c.trim() === '*' || bare(c) === bare(etag));
 }
 
 // The earlier owners first, the current one after them: a rebalance copies to

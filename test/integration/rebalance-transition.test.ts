@@ -92,6 +92,24 @@ t.test('between a ring change and its rebalance', async (t) => {
     }
   });
 
+  // Loki writes with If-Match; a create-only write sends If-None-Match: *.
+  await t.test('a conditional write sees the copy an earlier ring put', async (t) => {
+    const key = `${moved[2]}/meta.json`;
+    const put = (Body: string, cond: { IfMatch?: string; IfNoneMatch?: string }) =>
+      status(after.s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body, ...cond })));
+    t.equal(await put('create-only', { IfNoneMatch: '*' }), 412, 'create-only: the key exists at its earlier owner');
+    t.equal(await put('stale', { IfMatch: '"0123456789abcdef0123456789abcdef"' }), 412, 'If-Match with another ETag');
+    t.equal(await text(after.s3, key).then(md5), written.get(key), 'neither wrote');
+    t.equal(await put('updated', { IfMatch: `"${written.get(key)}"` }), 'ok', 'If-Match with the ETag readers see');
+    t.equal(await text(after.s3, key), 'updated');
+    t.equal(await put('again', { IfMatch: `"${written.get(key)}"` }), 412, 'the current owner checks its own copy now');
+    written.set(key, md5('updated'));
+    const fresh = `${moved[2]}/never-written`;
+    t.equal(await status(after.s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: fresh, Body: 'new', IfNoneMatch: '*' }))), 'ok',
+      'create-only of a key no owner has');
+    written.set(fresh, md5('new'));
+  });
+
   await t.test('deletes reach every owner', async (t) => {
     const key = `${moved[1]}/meta.json`;
     await after.s3.send(new DeleteObjectCommand({ Bucket: BUCKET, Key: key }));
