@@ -40,7 +40,8 @@ export function parseDeleteRequest(xml: string): DeleteRequest {
   parser.oncdata = (t) => { text += t; };
   parser.onclosetag = () => {
     const at = path.join('/');
-    if (at === 'Delete/Quiet') quiet = text.trim() === 'true';
+    // An XML boolean: true or 1 (MinIO also takes True).
+    if (at === 'Delete/Quiet') quiet = /^(true|1)$/i.test(text.trim());
     else if (at === 'Delete/Object/Key' && current) current.key = text;
     else if (at === 'Delete/Object/VersionId' && current) current.versionId = text;
     else if (at === 'Delete/Object') {
