@@ -158,6 +158,14 @@ function failureKind(err: unknown): string {
   return 'other';
 }
 
+/** The body of a backend's answer broke off (reset, stalled past the idle
+ * timeout): a backend fault, counted as one. */
+export function brokenAnswer(err: unknown, bucket: string): Error {
+  if (isS3Error(err) || err instanceof undiciErrors.RequestAbortedError) return err as Error;
+  channels.backendFailure.publish({ shard: bucket, kind: failureKind(err) });
+  return backendFailure(err, bucket);
+}
+
 // A request body that failed (a bad chunk signature, a checksum mismatch) is
 // the client's fault and keeps its own code; everything else that kept us
 // from an answer is the backend's fault, never "not found".

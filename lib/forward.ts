@@ -3,6 +3,7 @@ import { pipeline, type Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { AwsChunkedDecoder, AwsChunkedEncoder, streamingKind } from './aws-chunked';
 import type { ChunkSignatureContext } from './aws-chunked';
+import { brokenAnswer } from './backend';
 import type { Backend, BackendRequest } from './backend';
 import { S3Error } from './errors';
 import { SIGV2_QUERY } from './s3-request';
@@ -329,7 +330,8 @@ export async function respond(res: ServerResponse, upstream: Dispatcher.Response
       res.end();
       return;
     }
-    await pipe(upstream.body, res, (bytes) => channels.backendBytesReceived.publish({ shard: backend.bucket, bytes }));
+    await pipe(upstream.body, res, (bytes) => channels.backendBytesReceived.publish({ shard: backend.bucket, bytes }))
+      .catch((err: unknown) => { throw brokenAnswer(err, backend.bucket); });
     return;
   }
   const text = (await readCapped(upstream.body, MAX_REWRITTEN_BODY)).toString('utf8');

@@ -95,11 +95,15 @@ t.test('backend faults', async (t) => {
     t.equal(r.status, 200, 'a GET whose first connection was reset is retried once');
     t.equal(r.text.length, big.toString().length);
 
+    const resets = async () => Number(/^tempo_s3_shard_backend_errors_total\{shard="flaky",kind="reset"\} (\d+)$/m
+      .exec(await request(`${stack2.endpoint}/metrics`).then((x) => x.body.text()))?.[1] ?? 0);
+    const resetsBefore = await resets();
     relay.set({ mode: 'reset-after', bytes: 64 * 1024 });
     const cut = await request(`${stack2.endpoint}/${Bucket}/${flakyKey}`).then(async (x) => {
       try { await x.body.arrayBuffer(); return 'complete'; } catch { return 'aborted'; }
     }, () => 'aborted');
     t.equal(cut, 'aborted', 'a body cut mid-way reaches the client as a broken transfer, never as a short 200');
+    t.equal(await resets(), resetsBefore + 1, 'and counts as a backend reset');
 
     relay.set({ mode: 'pass' });
     t.same(await get2(steadyKey).then((x) => [x.status, x.text]), [200, 'steady'], 'the proxy kept running');
