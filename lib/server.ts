@@ -59,8 +59,6 @@ function sendText(res: ServerResponse, status: number, body: string, type = 'tex
   res.end(body);
 }
 
-// The request path, top to bottom: admin routes, classify the S3 request,
-// find its virtual bucket, hand it to the one handler for its operation.
 /** The request's path as sent, without its query. */
 function requestPath(req: IncomingMessage): string {
   const url = req.url ?? '/';
@@ -71,6 +69,8 @@ function requestPath(req: IncomingMessage): string {
 // nginx's status for a client that went away before it was answered.
 const CLIENT_CLOSED_REQUEST = 499;
 
+// The request path, top to bottom: admin routes, classify the S3 request,
+// find its virtual bucket, hand it to the one handler for its operation.
 export class ShardProxy {
   readonly server: Server;
   readonly buckets: Map<string, VirtualBucket>;
