@@ -11,7 +11,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { streamingKind, type ChunkSignatureContext } from './aws-chunked';
 import type { Credentials } from './config';
 import { S3Error, type S3ErrorCode } from './errors';
-import { headerText } from './sigv4';
+import { NON_ASCII, headerText } from './sigv4';
 
 export interface AuthInput {
   method: string;
@@ -308,7 +308,6 @@ function canonicalHeaderValue(v: string | string[] | undefined, fold: (value: st
   return (Array.isArray(v) ? v : [v ?? '']).map(fold).join(',');
 }
 
-const NON_ASCII = /[^\x00-\x7f]/;
 
 // SigV4 trims a value and folds its runs of white space. ASCII white space
 // only: on Node's latin1 characters, one a byte, \s would also take the byte

@@ -46,7 +46,7 @@ export function encodeQuery(query: Iterable<[string, string]>): string {
 // Node reads a header's bytes as latin1, one character a byte, and undici
 // sends them back so; signers (aws4, SDKs, S3) hash the UTF-8 text those bytes
 // spell, trimmed and with its white space folded.
-const NON_ASCII = /[^\x00-\x7f]/;
+export const NON_ASCII = /[^\x00-\x7f]/;
 
 /** The UTF-8 text a header value's bytes spell; undefined if they are not UTF-8. */
 export function headerText(latin1: string): string | undefined {
