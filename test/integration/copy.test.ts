@@ -8,6 +8,7 @@ import {
   DeleteBucketCommand, DeleteObjectCommand,
 } from '@aws-sdk/client-s3';
 import { startStack, CREDENTIALS } from '../helpers/stack';
+import { outcome } from '../helpers/outcome';
 import { startMinio, MINIO_USER, MINIO_PASSWORD } from '../helpers/minio';
 import { Ring } from '../../lib/ring';
 
@@ -125,14 +126,6 @@ t.test('a copy between two virtual buckets', async (t) => {
   await t.rejects(s3.send(new GetObjectCommand({ Bucket: 'tempo', Key: 'x/y/z' })), { name: 'NoSuchKey' }, 'the buckets stay apart');
 });
 
-async function outcome(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return '200';
-  } catch (err) {
-    return `${(err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode} ${(err as Error).name}`;
-  }
-}
 
 // The same requests copied by MinIO itself (one bucket) and streamed by the
 // proxy (source and target on two endpoints) must fail alike.

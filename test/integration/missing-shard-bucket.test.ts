@@ -7,19 +7,12 @@ import {
   CreateMultipartUploadCommand, GetObjectTaggingCommand,
 } from '@aws-sdk/client-s3';
 import { startStack, CREDENTIALS } from '../helpers/stack';
+import { outcome } from '../helpers/outcome';
 import { Ring } from '../../lib/ring';
 
 // A shard bucket deleted under a running proxy is the proxy's fault (503),
 // never the object's absence: Tempo takes a 404 on HEAD for "no such block".
 
-async function outcome(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return '200';
-  } catch (err) {
-    return `${(err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode} ${(err as Error).name}`;
-  }
-}
 
 function keyOn(ring: Ring, shard: string): string {
   for (let i = 0; ; i++) if (ring.locate(`tenant/blk-${i}/meta.json`) === shard) return `tenant/blk-${i}/meta.json`;

@@ -14,6 +14,25 @@ import { startWorkers } from '../helpers/workers';
 
 const creds = { accessKeyId: MINIO_USER, secretAccessKey: MINIO_PASSWORD };
 
+// node:http for the slow reader: undici's client asserts when a paused
+// response's socket ends, which is the client's problem, not the server's.
+function startDownload(port: number, path: string): Promise<IncomingMessage> {
+  const signed = aws4.sign({ service: 's3', region: 'us-east-1', method: 'GET', host: `127.0.0.1:${port}`, path,
+    headers: { 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' } }, creds);
+  return new Promise((resolve, reject) =>
+    httpGet(`http://127.0.0.1:${port}${path}`, { headers: signed.headers as Record<string, string> }, resolve).on('error', reject));
+}
+
+/** Reads the answer a chunk every 5 ms, so a stop arrives while it is in flight; resolves with the bytes read. */
+async function readSlowly(download: IncomingMessage): Promise<number> {
+  let received = 0;
+  for await (const chunk of download) {
+    received += (chunk as Buffer).length;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return received;
+}
+
 t.test('workers, metrics across them, graceful SIGTERM', async (t) => {
   const minio = await startMinio();
   t.teardown(() => minio.stop());
@@ -66,20 +85,10 @@ t.test('workers, metrics across them, graceful SIGTERM', async (t) => {
 
   const big = randomBytes(8 * 1024 * 1024);
   await (await s3('PUT', 'tenant/big/data', big)).body.dump();
-  // node:http for the slow reader: undici's client asserts when a paused
-  // response's socket ends, which is the client's problem, not the server's.
-  const signed = aws4.sign({ service: 's3', region: 'us-east-1', method: 'GET', host: `127.0.0.1:${port}`,
-    path: '/proxy-bucket/tenant/big/data', headers: { 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' } }, creds);
-  const download = await new Promise<IncomingMessage>((resolve, reject) =>
-    httpGet(`${base}/proxy-bucket/tenant/big/data`, { headers: signed.headers as Record<string, string> }, resolve).on('error', reject));
+  const download = await startDownload(port, '/proxy-bucket/tenant/big/data');
   t.equal(download.statusCode, 200);
   child.kill('SIGTERM');
-  let received = 0;
-  for await (const chunk of download) {
-    received += (chunk as Buffer).length;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  t.equal(received, big.length, 'the in-flight download finished after SIGTERM');
+  t.equal(await readSlowly(download), big.length, 'the in-flight download finished after SIGTERM');
   t.equal(await exited, 0, 'exit 0');
   await t.rejects(request(`${base}/healthz`), 'no longer accepting');
 });
@@ -96,18 +105,10 @@ t.test('SIGTERM to every process at once still lets a transfer finish', async (t
   const stored = await request(`${base}/proxy-bucket/tenant/big/data`, { method: 'PUT', headers: put.headers as Record<string, string>, body: big });
   await stored.body.dump();
   t.equal(stored.statusCode, 200);
-  const get = aws4.sign({ service: 's3', region: 'us-east-1', method: 'GET', host: `127.0.0.1:${port}`,
-    path: '/proxy-bucket/tenant/big/data', headers: { 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' } }, creds);
-  const download = await new Promise<IncomingMessage>((resolve, reject) =>
-    httpGet(`${base}/proxy-bucket/tenant/big/data`, { headers: get.headers as Record<string, string> }, resolve).on('error', reject));
+  const download = await startDownload(port, '/proxy-bucket/tenant/big/data');
   t.equal(download.statusCode, 200);
   for (const pid of [child.pid!, ...pids()]) process.kill(pid, 'SIGTERM');
-  let received = 0;
-  for await (const chunk of download) {
-    received += (chunk as Buffer).length;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  t.equal(received, big.length, 'the in-flight download finished');
+  t.equal(await readSlowly(download), big.length, 'the in-flight download finished');
   t.equal(await exited, 0, 'exit 0');
 });
 
