@@ -49,7 +49,8 @@ unit: build
 	@set -o pipefail; npx tap $(TAP_FLAGS) test/*.test.ts 2>&1 | tee $(TSS_CACHE)/last-test.log; status=$$?; \
 	  node test/summary.js $(TSS_CACHE)/last-test.log; exit $$status
 
-demo: deps build
+# rclone is for the tests only.
+demo: node_modules/.package-lock.json minio python build
 	bash compose/local-demo.sh
 
 # warp (MinIO's benchmark tool) is built once into $(TSS_CACHE)/warp; zstd

@@ -32,6 +32,16 @@ cat > "$DATA/config.json" <<JSON
 }
 JSON
 
+node bin/tempo-s3-shard --config "$DATA/config.json" &
+proxy_pid=$!
+trap 'kill $proxy_pid $minio_pid 2>/dev/null || true; wait $proxy_pid $minio_pid 2>/dev/null || true' EXIT
+# The commands below are for pasting: print them once the proxy answers.
+for _ in $(seq 300); do
+  curl -fsS "http://127.0.0.1:$PROXY_PORT/readyz" >/dev/null 2>&1 && break
+  kill -0 $proxy_pid 2>/dev/null || exit 1
+  sleep 0.1
+done
+
 # `make deps` installs the AWS CLI into its own virtualenv, which is on make's
 # PATH but not on the user's: the printed command names it in full.
 aws_cli=$(command -v aws || echo aws)
@@ -50,4 +60,6 @@ Point a client at it, for example:
 Ctrl-C stops the proxy and MinIO.
 
 MSG
-node bin/tempo-s3-shard --config "$DATA/config.json"
+# Ctrl-C ends the demo, with success; the EXIT trap stops both.
+trap 'exit 0' INT TERM
+wait $proxy_pid
