@@ -263,6 +263,13 @@ t.test('the proxy config of each stack loads with the environment the stack give
   const toDir = (s: string) => s.replaceAll('/run/secrets/', dir + '/');
   const cfg = list(svc.configs).map((c) => c as Mapping).find((c) => c.target === CONFIG_TARGET);
   t.ok(cfg, `the stack mounts a config at ${CONFIG_TARGET}`);
+  // One worker per core of the node would outgrow the task's memory limit on a large node.
+  const command = list(svc.command).map(String);
+  t.same(command.slice(0, 2), ['--config', CONFIG_TARGET], 'the stack\'s proxy reads that config');
+  const workers = Number(command[command.indexOf('--workers') + 1]);
+  const limit = String(((svc.deploy as Mapping).resources as Mapping & { limits: Mapping }).limits.memory);
+  t.ok(command.includes('--workers') && workers * 190 + 80 <= parseInt(limit, 10),
+    `a fixed number of workers (${workers}) whose peaks (190 MiB each, the primary 80) fit the limit (${limit})`);
   const stackConfigFile = join(dir, 'config.json');
   const file = resolve(COMPOSE, String(((stack.configs as Record<string, Mapping>)[String(cfg!.source)]).file));
   writeFileSync(stackConfigFile, toDir(readFileSync(file, 'utf8')));
@@ -419,6 +426,8 @@ t.test('the compose config starts a real proxy that exports every metric the das
       ...[...expr.matchAll(/\{([^}]*)\}/g)].flatMap((m) => [...m[1].matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)/g)].map((l) => l[1])),
     ];
     for (const l of labels) t.ok(known.has(l), `${where}: label ${l} exists`);
+    // Prometheus scrapes Tempo and Loki too, and they export the same process figures.
+    if (/\b(?:process|nodejs)_/.test(expr)) t.match(expr, 'worker!=""', `${where}: only the proxy's processes`);
   }
   for (const family of exposition.families) t.ok(used.has(family), `the dashboard shows ${family}`);
 
