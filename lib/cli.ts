@@ -25,6 +25,8 @@ const USAGE = `Usage:
                                            default one per core)
   tempo-s3-shard locate --config FILE KEY...
                                            print each key and the backend bucket it lives in
+                                           (a key of the first virtual bucket, or BUCKET/KEY
+                                           naming another)
   tempo-s3-shard check --config FILE [--no-create]
                                            reach every shard bucket, create missing ones
                                            (unless --no-create), print a table of their state
