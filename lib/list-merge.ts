@@ -360,7 +360,12 @@ class PageParser {
       return v;
     };
     if (this.kind === 'v1' || this.kind === 'v2') return { 'continuation-token': need('NextContinuationToken') };
-    const next: Record<string, string> = { 'key-marker': decodeBackendName(need('NextKeyMarker')).name };
+    // Listing the uploads of one key, MinIO sends an empty NextKeyMarker: the
+    // page's last upload names the key.
+    const marker = this.fields.get('NextKeyMarker');
+    const key = marker ? decodeBackendName(marker).name : this.entries[this.entries.length - 1]?.name;
+    if (key === undefined) throw badGateway('a truncated page without <NextKeyMarker>');
+    const next: Record<string, string> = { 'key-marker': key };
     const idField = this.kind === 'versions' ? 'NextVersionIdMarker' : 'NextUploadIdMarker';
     const id = this.fields.get(idField);
     if (id) next[this.kind === 'versions' ? 'version-id-marker' : 'upload-id-marker'] = id;
@@ -501,18 +506,22 @@ class ShardCursor {
   }
 
   // A page that ends on a common prefix resumes after everything under it:
-  // MinIO's own token would walk that prefix key by key, and with some
-  // delimiters hands back the same token forever. A token that comes back
-  // unchanged on an empty page is a backend going round in circles.
+  // MinIO's own marker would walk that prefix key by key, and with some
+  // delimiters hands back the same marker forever (versions and uploads
+  // too). A token that comes back unchanged on an empty page, or markers
+  // that come back as they were asked, are a backend going round in circles.
   private resumeAfter(page: Page, query: Record<string, string>): Record<string, string> {
     const last = page.entries[page.entries.length - 1];
-    if ((this.kind === 'v1' || this.kind === 'v2') && last?.element === 'CommonPrefixes') {
-      return { 'start-after': last.name + '\u{10FFFF}' };
+    const next = page.next!;
+    if (last?.element === 'CommonPrefixes') {
+      return { [this.kind === 'v1' || this.kind === 'v2' ? 'start-after' : 'key-marker']: last.name + '\u{10FFFF}' };
     }
-    if (!last && page.next!['continuation-token'] !== undefined && page.next!['continuation-token'] === query['continuation-token']) {
-      throw new S3Error('BadGateway', 'A shard answered a listing page that makes no progress.');
-    }
-    return page.next!;
+    const unchanged = (name: string) => next[name] === query[name];
+    const circling = next['continuation-token'] !== undefined
+      ? !last && unchanged('continuation-token')
+      : unchanged('key-marker') && unchanged('version-id-marker') && unchanged('upload-id-marker');
+    if (circling) throw new S3Error('BadGateway', 'A shard answered a listing page that makes no progress.');
+    return next;
   }
 
   /** Releases the backend request still open, if any. */
