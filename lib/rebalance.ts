@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { Transform } from 'node:stream';
 import sax from 'sax';
 import type { Config } from './config';
@@ -394,6 +395,8 @@ export async function rebalanceCommand(config: Config, args: { dryRun?: boolean;
   }
   const pools = new Pools(poolOptions(config.limits));
   const controller = new AbortController();
+  // Every request in flight listens on it: the copies and each shard's listing.
+  setMaxListeners(0, controller.signal);
   // Ctrl-C stops cleanly: nothing is left half-moved that a rerun would not finish.
   const stop = () => controller.abort();
   process.once('SIGINT', stop);
