@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
 import { setMaxListeners } from 'node:events';
-import { Transform } from 'node:stream';
 import sax from 'sax';
+import type { Dispatcher } from 'undici';
 import type { Config } from './config';
 import { Pools, poolOptions } from './backend';
 import type { Backend } from './backend';
@@ -22,8 +22,6 @@ import { feed } from './xml-feed';
 // return, so it wins over any other copy of the key.
 
 const DEFAULT_CONCURRENCY = 8;
-// A single PUT or CopyObject moves at most 5 GiB.
-const MAX_SINGLE_COPY = 5 * 1024 ** 3;
 
 /** A copy of a key on a shard, as listed. */
 interface Copy { backend: Backend; size: number; etag: string }
@@ -249,9 +247,19 @@ function errorCode(xml: string): string {
 
 // ---------------------------------------------------------------------------
 // Moving one key.
+//
+// A move creates the key at its owner only where the owner still has none:
+// both ways below send `If-None-Match: *` with the request that makes the
+// object appear (a PUT, or the completion of a multipart upload), which S3
+// and MinIO check at the moment the object is stored. A client's write made
+// meanwhile is therefore never overwritten. (CopyObject would keep the bytes
+// server-side, but MinIO ignores the condition there, and a client's write
+// between our look at the owner and the copy was lost.) Both ways also keep
+// the source's ETag, so the owner's answer checks the bytes.
 
 type Outcome = 'copied' | 'present' | 'vanished';
-interface Written { etag: string; md5?: string }
+// A move's answer: the ETag the owner gave the object, or why there is none.
+type Moved = { etag: string } | Exclude<Outcome, 'copied'>;
 
 /** Brings the key to its owner (dry run: only finds out whether it must). */
 async function place(m: Misplaced, target: Backend, dryRun: boolean, signal: AbortSignal): Promise<Outcome> {
@@ -259,29 +267,23 @@ async function place(m: Misplaced, target: Backend, dryRun: boolean, signal: Abo
   if (await head(target, m.key, signal)) return 'present';
   if (dryRun) return 'copied';
   const source = m.copies[0];
-  if (source.size > MAX_SINGLE_COPY) throw new Error(`larger than the ${formatBytes(MAX_SINGLE_COPY)} one copy request can move`);
-  const written = source.backend.sharesStorageWith(target)
-    ? await serverSideCopy(source, target, m.key, signal)
-    : await streamedCopy(source, target, m.key, signal);
+  const parts = MULTIPART_ETAG.exec(unquote(source.etag));
+  const written = parts
+    ? await multipartMove(source, target, m.key, Number(parts[1]), signal)
+    : await streamedPut(source, target, m.key, signal);
   if (typeof written === 'string') return written;
 
   const now = await head(target, m.key, signal);
-  // Deleted right after the copy: a client's delete, which removed the source first.
+  // Deleted right after the move: a client's delete, which removed the source first.
   if (!now) return 'vanished';
-  // A client wrote the key at its owner after the copy: that write wins.
+  // A client wrote the key at its owner after the move: that write wins.
   if (unquote(now.etag) !== unquote(written.etag)) return 'present';
-  const etag = unquote(source.etag);
-  const fault = now.size !== source.size ? `the copy on ${target.bucket} has ${now.size} bytes, not ${source.size}`
-    : !etag.includes('-') && unquote(now.etag) !== etag ? `the copy on ${target.bucket} has ETag ${now.etag}, not ${source.etag}`
-    // A multipart ETag is no digest of the bytes: a streamed copy is checked
-    // against the digest of what was streamed, a server-side one by its size.
-    : written.md5 !== undefined && unquote(now.etag) !== written.md5 ? `the copy on ${target.bucket} is not what was streamed`
-    : undefined;
-  if (fault) {
+  if (unquote(now.etag) !== unquote(source.etag) || now.size !== source.size) {
     await deleteCopy(target, m.key, signal);
-    throw new Error(`verification failed, the source stays: ${fault}`);
+    throw new Error(`verification failed, the source stays: the copy on ${target.bucket} has ETag ${now.etag} and ` +
+      `${now.size} bytes, not ${source.etag} and ${source.size}`);
   }
-  // A client may have deleted the key while it was copied. Deletes reach the
+  // A client may have deleted the key while it was moved. Deletes reach the
   // earlier owners before the current one: if the source is gone now, the
   // copy would bring a deleted key back; if it is still here, a delete still
   // to come will reach the copy too.
@@ -292,61 +294,162 @@ async function place(m: Misplaced, target: Backend, dryRun: boolean, signal: Abo
   return 'copied';
 }
 
-async function serverSideCopy(source: Copy, target: Backend, key: string, signal: AbortSignal): Promise<Written | Outcome> {
-  const r = await target.request({
-    method: 'PUT', key, signal, operation: 'CopyObject',
+// The ETag S3 gives a multipart upload: the MD5 of its parts' MD5s, and their count.
+const MULTIPART_ETAG = /^[0-9a-f]{32}-(\d+)$/;
+
+/** A plain object: read and written again as one PUT, whose Content-MD5 (the
+ * source's ETag) the owner checks. */
+async function streamedPut(source: Copy, target: Backend, key: string, signal: AbortSignal): Promise<Moved> {
+  const got = await source.backend.request({
+    method: 'GET', key, signal, operation: 'GetObject',
+    // The object listed, not one written since; and its checksum, to be kept.
+    headers: { 'if-match': source.etag, 'x-amz-checksum-mode': 'ENABLED' },
+  });
+  try {
+    if (got.statusCode !== 200) return await sourceRefused(got, source);
+    const headers = await attributes(got.headers, source.backend, key, signal);
+    headers['content-length'] = String(got.headers['content-length']);
+    const etag = unquote(source.etag);
+    if (/^[0-9a-f]{32}$/.test(etag)) headers['content-md5'] = Buffer.from(etag, 'hex').toString('base64');
+    for (const name of CHECKSUMS) {
+      const value = got.headers[name];
+      // A checksum of the whole object; one of parts (`…-N`) is no header a PUT takes.
+      if (typeof value === 'string' && !value.includes('-')) headers[name] = value;
+    }
+    headers['if-none-match'] = '*';
+    got.body.on('error', () => {});
+    const put = await target.request({ method: 'PUT', key, headers, body: got.body, signal, operation: 'PutObject' });
+    const xml = await put.body.text();
+    if (put.statusCode === 412) return 'present';
+    if (put.statusCode !== 200) throw new Error(`writing to ${target.bucket} failed: ${put.statusCode} ${errorCode(xml)}`);
+    return { etag: String(put.headers.etag ?? '') };
+  } finally {
+    got.body.destroy();
+  }
+}
+
+/** An object uploaded in parts: uploaded again in parts of the same sizes, so
+ * that it keeps its ETag. Between shards of one endpoint each part is copied
+ * by the backend itself (UploadPartCopy); otherwise it is streamed through. */
+async function multipartMove(source: Copy, target: Backend, key: string, count: number, signal: AbortSignal): Promise<Moved> {
+  const layout = await partLayout(source, key, count, signal);
+  if (typeof layout === 'string') return layout;
+  const begun = await target.request({
+    method: 'POST', key, query: [['uploads', '']], signal, operation: 'CreateMultipartUpload',
+    headers: { ...await attributes(layout.headers, source.backend, key, signal), 'if-none-match': '*' },
+  });
+  const begunXml = await begun.body.text();
+  if (begun.statusCode === 412) return 'present';
+  const uploadId = /<UploadId>([^<]*)<\/UploadId>/.exec(begunXml)?.[1];
+  if (begun.statusCode !== 200 || !uploadId) throw new Error(`starting an upload on ${target.bucket} failed: ${begun.statusCode} ${errorCode(begunXml)}`);
+  let completed = false;
+  try {
+    const etags: string[] = [];
+    let offset = 0;
+    for (const [i, size] of layout.sizes.entries()) {
+      const range = `bytes=${offset}-${offset + size - 1}`;
+      offset += size;
+      const part = { target, key, uploadId, number: i + 1, range, size, signal };
+      const etag = source.backend.sharesStorageWith(target) ? await copyPart(source, part) : await streamPart(source, part);
+      if (etag === 'vanished') return etag;
+      etags.push(etag);
+    }
+    const xml = '<CompleteMultipartUpload>' +
+      etags.map((e, i) => `<Part><PartNumber>${i + 1}</PartNumber><ETag>${e}</ETag></Part>`).join('') +
+      '</CompleteMultipartUpload>';
+    const done = await target.request({
+      method: 'POST', key, query: [['uploadId', uploadId]], body: Buffer.from(xml), signal, operation: 'CompleteMultipartUpload',
+      headers: { 'content-length': String(Buffer.byteLength(xml)), 'content-type': 'application/xml', 'if-none-match': '*' },
+    });
+    const doneXml = await done.body.text();
+    if (done.statusCode === 412) return 'present';
+    // S3 may answer 200 and report a failure in the body.
+    const etag = /<CompleteMultipartUploadResult[\s>][\s\S]*<ETag>([^<]*)<\/ETag>/.exec(doneXml)?.[1];
+    if (done.statusCode !== 200 || etag === undefined) throw new Error(`completing the upload on ${target.bucket} failed: ${done.statusCode} ${errorCode(doneXml)}`);
+    completed = true;
+    return { etag: etag.replace(/&quot;|&#34;/g, '"') };
+  } finally {
+    // Nothing half-moved stays behind, also when interrupted.
+    if (!completed) await abortUpload(target, key, uploadId);
+  }
+}
+
+/** Each part's size (HEAD with partNumber), and the object's headers. */
+async function partLayout(source: Copy, key: string, count: number, signal: AbortSignal):
+  Promise<{ sizes: number[]; headers: IncomingHttpHeaders } | 'vanished'> {
+  const sizes: number[] = [];
+  let headers: IncomingHttpHeaders = {};
+  for (let n = 1; n <= count; n++) {
+    const r = await source.backend.request({
+      method: 'HEAD', key, query: [['partNumber', String(n)]], headers: { 'if-match': source.etag }, signal, operation: 'HeadObject',
+    });
+    await r.body.dump();
+    if (r.statusCode === 404) return 'vanished';
+    if (r.statusCode === 412) preconditionFailed('');
+    if (r.statusCode !== 200 && r.statusCode !== 206) throw new Error(`HEAD of part ${n} on ${source.backend.bucket} answered ${r.statusCode}`);
+    if (n === 1) headers = r.headers;
+    sizes.push(Number(r.headers['content-length']));
+  }
+  const total = sizes.reduce((a, b) => a + b, 0);
+  if (total !== source.size) throw new Error(`the parts on ${source.backend.bucket} add up to ${total} bytes, not ${source.size}`);
+  return { sizes, headers };
+}
+
+interface Part { target: Backend; key: string; uploadId: string; number: number; range: string; size: number; signal: AbortSignal }
+
+function partQuery(p: Part): [string, string][] {
+  return [['partNumber', String(p.number)], ['uploadId', p.uploadId]];
+}
+
+async function copyPart(source: Copy, p: Part): Promise<string | 'vanished'> {
+  const r = await p.target.request({
+    method: 'PUT', key: p.key, query: partQuery(p), signal: p.signal, operation: 'UploadPartCopy',
     headers: {
-      'x-amz-copy-source': source.backend.copySource(key),
-      // The object listed, not one written since.
+      'x-amz-copy-source': source.backend.copySource(p.key),
+      'x-amz-copy-source-range': p.range,
       'x-amz-copy-source-if-match': source.etag,
-      // Where the backend honours it, a client's write made since the owner
-      // was found empty is not overwritten. MinIO ignores it on a copy, which
-      // leaves that moment (between the HEAD and the copy) open there.
-      'if-none-match': '*',
     },
   });
   const xml = await r.body.text();
   if (r.statusCode === 404 && errorCode(xml) === 'NoSuchKey') return 'vanished';
-  if (r.statusCode === 412) return preconditionFailed(xml);
-  // S3 may answer a copy 200 and report its failure in the body.
-  const etag = /<CopyObjectResult[\s>][\s\S]*<ETag>([^<]*)<\/ETag>/.exec(xml)?.[1];
-  if (r.statusCode !== 200 || etag === undefined) throw new Error(`copying to ${target.bucket} failed: ${r.statusCode} ${errorCode(xml)}`);
-  return { etag: etag.replace(/&quot;|&#34;/g, '"') };
+  if (r.statusCode === 412) preconditionFailed(xml);
+  const etag = /<CopyPartResult[\s>][\s\S]*<ETag>([^<]*)<\/ETag>/.exec(xml)?.[1];
+  if (r.statusCode !== 200 || etag === undefined) throw new Error(`copying part ${p.number} to ${p.target.bucket} failed: ${r.statusCode} ${errorCode(xml)}`);
+  return etag.replace(/&quot;|&#34;/g, '"');
 }
 
-async function streamedCopy(source: Copy, target: Backend, key: string, signal: AbortSignal): Promise<Written | Outcome> {
-  const got = await source.backend.request({ method: 'GET', key, headers: { 'if-match': source.etag }, signal, operation: 'GetObject' });
+async function streamPart(source: Copy, p: Part): Promise<string | 'vanished'> {
+  const got = await source.backend.request({
+    method: 'GET', key: p.key, headers: { 'if-match': source.etag, range: p.range }, signal: p.signal, operation: 'GetObject',
+  });
   try {
-    if (got.statusCode !== 200) {
-      const xml = await got.body.text();
-      if (got.statusCode === 404) return 'vanished';
-      if (got.statusCode === 412) return preconditionFailed(xml);
-      throw new Error(`reading from ${source.backend.bucket} failed: ${got.statusCode} ${errorCode(xml)}`);
-    }
-    const headers: Record<string, string> = {
-      'content-length': String(got.headers['content-length']),
-      // Only where the owner has nothing: a client's write since wins.
-      'if-none-match': '*',
-    };
-    for (const [name, value] of Object.entries(got.headers)) {
-      if (typeof value === 'string' && (name.startsWith('x-amz-meta-') || CARRIED.includes(name))) headers[name] = value;
-    }
-    // A plain ETag is the MD5 of the bytes: the target then checks them itself.
-    const etag = unquote(source.etag);
-    if (/^[0-9a-f]{32}$/.test(etag)) headers['content-md5'] = Buffer.from(etag, 'hex').toString('base64');
-    if (Number(got.headers['x-amz-tagging-count'] ?? 0) > 0) headers['x-amz-tagging'] = await tagging(source.backend, key, signal);
-    const md5 = createHash('md5');
-    const body = new Transform({ transform(chunk: Buffer, _encoding, done) { md5.update(chunk); done(null, chunk); } });
-    got.body.on('error', (err) => body.destroy(err));
-    got.body.pipe(body);
-    const put = await target.request({ method: 'PUT', key, headers, body, signal, operation: 'PutObject' });
+    if (got.statusCode !== 206) return await sourceRefused(got, source);
+    got.body.on('error', () => {});
+    const put = await p.target.request({
+      method: 'PUT', key: p.key, query: partQuery(p), body: got.body, signal: p.signal, operation: 'UploadPart',
+      headers: { 'content-length': String(p.size) },
+    });
     const xml = await put.body.text();
-    if (put.statusCode === 412) return 'present';
-    if (put.statusCode !== 200) throw new Error(`writing to ${target.bucket} failed: ${put.statusCode} ${errorCode(xml)}`);
-    return { etag: String(put.headers.etag ?? ''), md5: md5.digest('hex') };
+    if (put.statusCode !== 200) throw new Error(`writing part ${p.number} to ${p.target.bucket} failed: ${put.statusCode} ${errorCode(xml)}`);
+    return String(put.headers.etag ?? '');
   } finally {
     got.body.destroy();
   }
+}
+
+async function abortUpload(b: Backend, key: string, uploadId: string): Promise<void> {
+  // Also after an interruption: the run's own signal has fired by then.
+  const r = await b.request({ method: 'DELETE', key, query: [['uploadId', uploadId]], operation: 'AbortMultipartUpload' })
+    .catch(() => undefined);
+  await r?.body.dump();
+}
+
+/** A read of the source that did not answer the object. */
+async function sourceRefused(got: Dispatcher.ResponseData, source: Copy): Promise<'vanished'> {
+  const xml = await got.body.text();
+  if (got.statusCode === 404) return 'vanished';
+  if (got.statusCode === 412) preconditionFailed(xml);
+  throw new Error(`reading from ${source.backend.bucket} failed: ${got.statusCode} ${errorCode(xml)}`);
 }
 
 // The copy-source condition failed: the source changed after the listing.
@@ -354,8 +457,19 @@ function preconditionFailed(xml: string): never {
   throw new Error(`the source changed while it was being moved (${errorCode(xml) || 'PreconditionFailed'}): run rebalance again`);
 }
 
-// What a copy carries over besides the x-amz-meta-* headers.
+// What a move carries over besides the x-amz-meta-* headers and the tags.
 const CARRIED = ['content-type', 'content-encoding', 'content-disposition', 'content-language', 'cache-control', 'expires'];
+const CHECKSUMS = ['crc32', 'crc32c', 'crc64nvme', 'sha1', 'sha256'].map((a) => `x-amz-checksum-${a}`);
+
+/** The headers that give the moved object the source's metadata and tags. */
+async function attributes(from: IncomingHttpHeaders, b: Backend, key: string, signal: AbortSignal): Promise<Record<string, string>> {
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(from)) {
+    if (typeof value === 'string' && (name.startsWith('x-amz-meta-') || CARRIED.includes(name))) headers[name] = value;
+  }
+  if (Number(from['x-amz-tagging-count'] ?? 0) > 0) headers['x-amz-tagging'] = await tagging(b, key, signal);
+  return headers;
+}
 
 async function tagging(b: Backend, key: string, signal: AbortSignal): Promise<string> {
   const r = await b.request({ method: 'GET', key, query: [['tagging', '']], signal, operation: 'GetObjectTagging' });

@@ -1,0 +1,183 @@
+import t from 'tap';
+import { createServer, request } from 'node:http';
+import type { IncomingMessage } from 'node:http';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  PutObjectCommand, GetObjectCommand, HeadObjectCommand, GetObjectTaggingCommand, CreateMultipartUploadCommand,
+  UploadPartCommand, CompleteMultipartUploadCommand,
+} from '@aws-sdk/client-s3';
+import type { HeadObjectCommandOutput, S3Client } from '@aws-sdk/client-s3';
+import { loadConfig } from '../../lib/config';
+import { Pools } from '../../lib/backend';
+import { VirtualBucket } from '../../lib/virtual-bucket';
+import { rebalance } from '../../lib/rebalance';
+import { Ring } from '../../lib/ring';
+import { MINIO_PASSWORD, MINIO_USER } from '../helpers/minio';
+import { BUCKET, md5, stage } from './rebalance-stack';
+import type { Stage } from './rebalance-stack';
+
+// How `rebalance` moves one object to the shard that now owns it: the object
+// keeps its bytes, ETag, metadata, tags and checksum; and a client's write of
+// the same key at the owner while the move is under way is never overwritten.
+// Each case runs twice: the shards on one endpoint (the backend copies) and
+// the new shard on another (the bytes are streamed through).
+
+const THREE = ['shard1', 'shard2', 'shard3'];
+const FOUR = [...THREE, 'shard4'];
+const r3 = new Ring(THREE);
+const r4 = new Ring(FOUR);
+const MiB = 1024 * 1024;
+
+/** Keys that move from one of three shards to the fourth. */
+function movingKeys(prefix: string, n: number): string[] {
+  const out: string[] = [];
+  for (let i = 0; out.length < n; i++) {
+    const key = `${prefix}/blk-${i}/data`;
+    if (r3.locate(key) !== r4.locate(key)) out.push(key);
+  }
+  return out;
+}
+
+/** An HTTP relay in front of MinIO that calls `before` with each request
+ * (its body not yet read) and forwards it once that has settled. */
+async function relay(target: string, before: (req: IncomingMessage) => Promise<void>): Promise<{ endpoint: string; close(): Promise<void> }> {
+  const { hostname, port } = new URL(target);
+  const server = createServer(async (req, res) => {
+    await before(req);
+    const up = request({ host: hostname, port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
+      res.writeHead(answer.statusCode!, answer.headers);
+      answer.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    endpoint: `http://127.0.0.1:${(server.address() as { port: number }).port}`,
+    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+  };
+}
+
+/** The virtual bucket `rebalance` works on: four shards, the fourth (and,
+ * with `oneEndpoint`, all of them) reached through `endpoint`. */
+function rebalancing(st: Stage, endpoint: string, oneEndpoint: boolean, pools: Pools): VirtualBucket {
+  const dir = mkdtempSync(join(tmpdir(), 'tss-moves-'));
+  const file = join(dir, 'rebalance.json');
+  writeFileSync(file, JSON.stringify({
+    endpoint: oneEndpoint ? endpoint : st.minio.endpoint, access_key_id: MINIO_USER, secret_access_key: MINIO_PASSWORD,
+    region: 'us-east-1', shards: [...THREE.map((bucket) => ({ bucket })), { bucket: 'shard4', endpoint }],
+    previous_rings: [THREE],
+  }));
+  const config = loadConfig({ file, env: {} });
+  rmSync(dir, { recursive: true });
+  return new VirtualBucket(config.virtualBuckets[0], pools);
+}
+
+async function multipartPut(s3: S3Client, Key: string, parts: Buffer[], extra: { Metadata?: Record<string, string>; ContentType?: string; Tagging?: string } = {}): Promise<void> {
+  const { UploadId } = await s3.send(new CreateMultipartUploadCommand({ Bucket: BUCKET, Key, ...extra }));
+  const done = [];
+  for (const [i, Body] of parts.entries()) {
+    const r = await s3.send(new UploadPartCommand({ Bucket: BUCKET, Key, UploadId, PartNumber: i + 1, Body }));
+    done.push({ PartNumber: i + 1, ETag: r.ETag });
+  }
+  await s3.send(new CompleteMultipartUploadCommand({ Bucket: BUCKET, Key, UploadId, MultipartUpload: { Parts: done } }));
+}
+
+async function read(s3: S3Client, Bucket: string, Key: string): Promise<Buffer> {
+  const r = await s3.send(new GetObjectCommand({ Bucket, Key }));
+  return Buffer.from(await r.Body!.transformToByteArray());
+}
+
+for (const oneEndpoint of [true, false]) {
+  const where = oneEndpoint ? 'shards on one endpoint' : 'the new shard on another endpoint';
+
+  t.test(`${where}: a moved object keeps what it was written with`, async (t) => {
+    const st = await stage(t);
+    const before = await st.proxy({ buckets: THREE });
+    const [plainKey, partsKey] = movingKeys('attrs', 2);
+    const plain = randomBytes(100_000);
+    await before.s3.send(new PutObjectCommand({
+      Bucket: BUCKET, Key: plainKey, Body: plain, ContentType: 'application/x-tempo', Metadata: { tenant: 'a b' },
+      Tagging: 'kind=bloom&n=1', ChecksumAlgorithm: 'CRC32C', CacheControl: 'max-age=60',
+    }));
+    const parts = [randomBytes(5 * MiB), randomBytes(5 * MiB), randomBytes(1234)];
+    await multipartPut(before.s3, partsKey, parts, { ContentType: 'application/x-parquet', Metadata: { v: '2' }, Tagging: 'kind=data' });
+    const original = new Map<string, { head: HeadObjectCommandOutput; tags: unknown }>();
+    for (const Key of [plainKey, partsKey]) {
+      const head = await st.direct.send(new HeadObjectCommand({ Bucket: r3.locate(Key), Key, ChecksumMode: 'ENABLED' }));
+      const tags = (await st.direct.send(new GetObjectTaggingCommand({ Bucket: r3.locate(Key), Key }))).TagSet;
+      original.set(Key, { head, tags });
+    }
+    t.match(original.get(partsKey)!.head.ETag, /-3"$/, 'the second object has a multipart ETag');
+    t.ok(original.get(plainKey)!.head.ChecksumCRC32C, 'and the first a CRC32C');
+    await before.stop();
+    await st.proxy({ buckets: FOUR, previous_rings: [THREE] });
+
+    const through = await relay(st.minio.endpoint, async () => {});
+    t.teardown(() => through.close());
+    const pools = new Pools();
+    t.teardown(() => pools.close());
+    const report = await rebalance(rebalancing(st, through.endpoint, oneEndpoint, pools));
+    t.same(report.failures, [], 'no failures');
+    t.equal(report.total.objects, 2);
+    t.equal([...report.routes.values()].reduce((a, r) => a + r.objects, 0), 2, 'both moved');
+
+    for (const [Key, body] of [[plainKey, plain], [partsKey, Buffer.concat(parts)]] as const) {
+      const was = original.get(Key)!;
+      const head = await st.direct.send(new HeadObjectCommand({ Bucket: 'shard4', Key, ChecksumMode: 'ENABLED' }));
+      t.equal(head.ETag, was.head.ETag, `${Key}: the same ETag`);
+      t.equal(head.ContentType, was.head.ContentType, `${Key}: the same Content-Type`);
+      t.same(head.Metadata, was.head.Metadata, `${Key}: the same metadata`);
+      t.equal(head.CacheControl, was.head.CacheControl, `${Key}: the same Cache-Control`);
+      t.same((await st.direct.send(new GetObjectTaggingCommand({ Bucket: 'shard4', Key }))).TagSet, was.tags, `${Key}: the same tags`);
+      t.equal(md5(await read(st.direct, 'shard4', Key)), md5(body), `${Key}: the same bytes`);
+      await t.rejects(st.direct.send(new HeadObjectCommand({ Bucket: r3.locate(Key), Key })), { name: 'NotFound' }, `${Key}: gone from ${r3.locate(Key)}`);
+    }
+    const head = await st.direct.send(new HeadObjectCommand({ Bucket: 'shard4', Key: plainKey, ChecksumMode: 'ENABLED' }));
+    t.equal(head.ChecksumCRC32C, original.get(plainKey)!.head.ChecksumCRC32C, 'the plain object keeps its checksum');
+    t.equal((await st.direct.send(new HeadObjectCommand({ Bucket: 'shard4', Key: partsKey, PartNumber: 3 }))).ContentLength, 1234,
+      'the parts keep their sizes');
+  });
+
+  t.test(`${where}: a client's write during the move wins`, async (t) => {
+    const st = await stage(t);
+    const before = await st.proxy({ buckets: THREE });
+    const [plainKey, partsKey] = movingKeys('race', 2);
+    await before.s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: plainKey, Body: 'old, written before the ring change' }));
+    await multipartPut(before.s3, partsKey, [randomBytes(5 * MiB), Buffer.from('old tail')]);
+    await before.stop();
+    const after = await st.proxy({ buckets: FOUR, previous_rings: [THREE] });
+
+    // The moment a move stores the object at the owner (the PUT, or the
+    // upload's completion), a client writes the key through the proxy first.
+    const newer = new Map([[plainKey, 'newer, written by a client during the move'], [partsKey, 'newer, over the multipart one']]);
+    const raced: string[] = [];
+    const through = await relay(st.minio.endpoint, async (req) => {
+      const url = new URL(req.url!, 'http://x');
+      const key = decodeURIComponent(url.pathname.replace(/^\/shard4\//, ''));
+      const storing = (req.method === 'PUT' && !url.search && !req.headers['x-amz-copy-source']) ||
+        (req.method === 'POST' && url.searchParams.has('uploadId'));
+      if (!storing || !newer.has(key) || raced.includes(key)) return;
+      raced.push(key);
+      await after.s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: newer.get(key) }));
+    });
+    t.teardown(() => through.close());
+    const pools = new Pools();
+    t.teardown(() => pools.close());
+    const report = await rebalance(rebalancing(st, through.endpoint, oneEndpoint, pools));
+    t.same(raced.sort(), [plainKey, partsKey].sort(), 'both moves met a client write');
+    t.same(report.failures, [], 'no failures');
+
+    for (const [key, body] of newer) {
+      t.equal((await read(after.s3, BUCKET, key)).toString(), body, `${key}: the client reads its own write`);
+      t.equal((await read(st.direct, 'shard4', key)).toString(), body, `${key}: which the owner holds`);
+      await t.rejects(st.direct.send(new HeadObjectCommand({ Bucket: r3.locate(key), Key: key })), { name: 'NotFound' },
+        `${key}: the older copy is gone`);
+    }
+    t.same(await st.contents(['shard4']).then((c) => [...c.get('shard4')!.keys()].sort()), [plainKey, partsKey].sort(),
+      'and no upload or stray copy is left behind');
+  });
+}
