@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   PutObjectCommand, GetObjectCommand, HeadObjectCommand, GetObjectTaggingCommand, CreateMultipartUploadCommand,
-  UploadPartCommand, CompleteMultipartUploadCommand,
+  UploadPartCommand, CompleteMultipartUploadCommand, ListMultipartUploadsCommand,
 } from '@aws-sdk/client-s3';
 import type { HeadObjectCommandOutput, S3Client } from '@aws-sdk/client-s3';
 import { loadConfig } from '../../lib/config';
@@ -178,6 +178,8 @@ for (const oneEndpoint of [true, false]) {
         `${key}: the older copy is gone`);
     }
     t.same(await st.contents(['shard4']).then((c) => [...c.get('shard4')!.keys()].sort()), [plainKey, partsKey].sort(),
-      'and no upload or stray copy is left behind');
+      'no stray copy is left behind');
+    t.same((await st.direct.send(new ListMultipartUploadsCommand({ Bucket: 'shard4' }))).Uploads ?? [], [],
+      'nor the upload that lost to the client');
   });
 }
