@@ -4,7 +4,7 @@ import type { Backend } from './backend';
 import { S3Error } from './errors';
 import { decodeCopySource } from './copy-source';
 import type { CopySource } from './copy-source';
-import { backendRequest, isAbsent, notFoundCode, notFoundError, readCapped, respond, uploadHolder } from './forward';
+import { backendRequest, isAbsent, notFoundCode, notFoundError, readCapped, removeOlderCopies, respond, uploadHolder } from './forward';
 import type { S3Request } from './s3-request';
 import type { VirtualBucket } from './virtual-bucket';
 import { sendXml } from './bucket-ops';
@@ -32,10 +32,13 @@ export async function copy(req: IncomingMessage, res: ServerResponse, s3: S3Requ
   const src = decodeCopySource(String(req.headers['x-amz-copy-source']));
   const srcVb = buckets.get(src.bucket);
   if (!srcVb) throw new S3Error('NoSuchBucket');
+  const owners = vb.owners(s3.key!);
   const target = s3.operation === 'UploadPartCopy'
-    ? await uploadHolder(vb.owners(s3.key!), s3.key!, s3.query.get('uploadId')!, signal)
-    : vb.owner(s3.key!);
+    ? await uploadHolder(owners, s3.key!, s3.query.get('uploadId')!, signal)
+    : owners[0];
   const br = await backendRequest(req, s3, signal);
+  const stored = s3.operation === 'CopyObject' && owners.length > 1
+    ? (etag: string) => removeOlderCopies(owners.slice(1), s3.key!, etag) : undefined;
   // The source may still sit where an earlier ring put it. As for reads, the
   // current owner is asked again when no owner had it: a rebalance may have
   // moved it there meanwhile.
@@ -52,10 +55,10 @@ export async function copy(req: IncomingMessage, res: ServerResponse, s3: S3Requ
         if (isAbsent(code)) continue;
         if (code !== undefined) throw notFoundError(code, target);
       }
-      await respond(res, upstream, s3, vb, target, req);
+      await respond(res, upstream, s3, vb, target, req, {}, stored);
       return;
     }
-    if (await streamedCopy(req, res, s3, vb, src, source, target, signal, last)) return;
+    if (await streamedCopy(req, res, s3, vb, src, source, target, signal, last, stored)) return;
   }
 }
 
@@ -83,7 +86,8 @@ function isWholeRange(got: Dispatcher.ResponseData, range: { first: number; last
  * another owner is still to be asked. Errors are the ones a server-side copy
  * gets from the backend. */
 async function streamedCopy(req: IncomingMessage, res: ServerResponse, s3: S3Request, vb: VirtualBucket, src: CopySource,
-  source: Backend, target: Backend, signal: AbortSignal, last: boolean): Promise<boolean> {
+  source: Backend, target: Backend, signal: AbortSignal, last: boolean,
+  stored?: (etag: string) => Promise<void>): Promise<boolean> {
   const getHeaders: Record<string, string> = {};
   for (const [from, to] of Object.entries(SOURCE_CONDITIONS)) {
     const v = req.headers[from];
@@ -143,6 +147,7 @@ async function streamedCopy(req: IncomingMessage, res: ServerResponse, s3: S3Req
   await put.body.dump();
   if (s3.operation === 'CopyObject') channels.objectWritten.publish({ shard: target.bucket });
   const etag = String(put.headers.etag ?? '');
+  await stored?.(etag);
   const element = s3.operation === 'UploadPartCopy' ? 'CopyPartResult' : 'CopyObjectResult';
   sendXml(res, 200, `<${element} xmlns="${XMLNS}"><LastModified>${new Date().toISOString()}</LastModified>` +
     `<ETag>${etag.replace(/"/g, '&quot;')}</ETag></${element}>`);

@@ -196,8 +196,12 @@ export async function forward(req: IncomingMessage, res: ServerResponse, s3: S3R
     ({ backend, upstream } = await firstHolder(owners, br));
   }
   upstream ??= await backend.request(br);
-  await respond(res, upstream, s3, vb, backend, req, answerHeaders);
+  const stored = owners.length > 1 && STORES.has(s3.operation)
+    ? (etag: string) => removeOlderCopies(owners.filter((b) => b !== backend), s3.key!, etag) : undefined;
+  await respond(res, upstream, s3, vb, backend, req, answerHeaders, stored);
 }
+
+const STORES = new Set<Operation>(['PutObject', 'CompleteMultipartUpload']);
 
 // Only the backend's own word that the object is not there moves a read on to
 // an earlier owner; any other answer, a failure included, is the answer.
@@ -279,6 +283,33 @@ async function deleteAtEarlierOwners(owners: Backend[], br: BackendRequest): Pro
   }));
 }
 
+/** After a ring change, a key stored anew may still have an older copy where
+ * another ring put it. Left there, it would be served again if the change
+ * were undone before its rebalance finished, and that rebalance would keep
+ * it over the newer one; so it is removed before the client hears that its
+ * write is stored, even if the client has gone by then. A copy with the
+ * written ETag stays: it holds the same bytes, and rebalance reads a source
+ * that vanished while it moved the key as the client's delete (see
+ * rebalance.ts), which a removal here after an identical write would fake. */
+export async function removeOlderCopies(others: Backend[], key: string, etag: string): Promise<void> {
+  const failed = (b: Backend, status: number) =>
+    new S3Error('ServiceUnavailable', `The object is stored, but shard bucket ${b.bucket}, which holds an older copy, answered ${status}.`);
+  await Promise.all(others.map(async (b) => {
+    const found = await b.request({ method: 'HEAD', key, operation: 'HeadObject' });
+    await found.body.dump();
+    if (found.statusCode === 404) return;
+    if (found.statusCode !== 200) throw failed(b, found.statusCode);
+    if (unquoted(String(found.headers.etag ?? '')) === unquoted(etag)) return;
+    const removed = await b.request({ method: 'DELETE', key, operation: 'DeleteObject' });
+    await removed.body.dump();
+    if (removed.statusCode >= 300) throw failed(b, removed.statusCode);
+  }));
+}
+
+function unquoted(etag: string): string {
+  return etag.replace(/&quot;|&#34;|"/g, '');
+}
+
 /** The owner that knows the upload. A part's body can be sent only once, so
  * each owner is asked about the upload (a ListParts of one part) first. */
 export async function uploadHolder(owners: Backend[], key: string, uploadId: string, signal: Abortable): Promise<Backend> {
@@ -305,10 +336,12 @@ const REWRITE_OK_BODY = new Set(['CreateMultipartUpload', 'CompleteMultipartUplo
 const MAX_REWRITTEN_BODY = 4 * 1024 * 1024;
 
 /** Passes a backend's answer on, its headers added to `headers` (the
- * backend's own request id and server name win, as its error body names them). */
+ * backend's own request id and server name win, as its error body names them).
+ * `stored` learns the ETag of an object the answer says was stored, before
+ * the client does. */
 export async function respond(res: ServerResponse, upstream: Dispatcher.ResponseData, s3: S3Request,
   vb: VirtualBucket, backend: Backend, req: IncomingMessage,
-  headers: Record<string, string | string[]> = {}): Promise<void> {
+  headers: Record<string, string | string[]> = {}, stored?: (etag: string) => Promise<void>): Promise<void> {
   s3.shard = backend.bucket;
   const backendId = upstream.headers['x-amz-request-id'];
   if (typeof backendId === 'string') s3.backendRequestId = backendId;
@@ -322,7 +355,8 @@ export async function respond(res: ServerResponse, upstream: Dispatcher.Response
     await upstream.body.dump();
     throw notFoundError('NoSuchBucket', backend);
   }
-  const rewrite = upstream.statusCode >= 300 || REWRITE_OK_BODY.has(s3.operation);
+  // A copy or a completion may answer 200 and fail in the body: it is read first.
+  const rewrite = upstream.statusCode >= 300 || REWRITE_OK_BODY.has(s3.operation) || stored !== undefined;
   if (s3.method === 'HEAD' || !rewrite) {
     res.writeHead(upstream.statusCode, headers);
     if (s3.method === 'HEAD') {
@@ -336,6 +370,9 @@ export async function respond(res: ServerResponse, upstream: Dispatcher.Response
   }
   const text = (await readCapped(upstream.body, MAX_REWRITTEN_BODY)).toString('utf8');
   if (upstream.statusCode === 404 && text.includes('<Code>NoSuchBucket</Code>')) throw notFoundError('NoSuchBucket', backend);
+  if (stored && upstream.statusCode === 200 && !text.includes('<Error>')) {
+    await stored(String(upstream.headers.etag ?? /<ETag>([^<]*)<\/ETag>/.exec(text)?.[1] ?? ''));
+  }
   const body = Buffer.from(rewriteBucketNames(text, backend, vb, s3, req));
   headers['content-length'] = String(body.length);
   res.writeHead(upstream.statusCode, headers);

@@ -109,6 +109,15 @@ export async function rebalance(vb: VirtualBucket, opts: RebalanceOptions = {}):
     for (const m of settled) {
       for (const c of m.copies) {
         try {
+          // Only the copy listed: one stored since (an upload begun before
+          // the ring change, completed where it began) is newer than the
+          // owner's, which its completion removed.
+          const now = await head(c.backend, m.key, signal);
+          if (!now) continue;
+          if (unquote(now.etag) !== unquote(c.etag)) {
+            report.failures.push({ key: m.key, reason: `the copy on ${c.backend.bucket} changed while it was being moved: run rebalance again` });
+            continue;
+          }
           await deleteCopy(c.backend, m.key, signal);
           report.deleted += 1;
         } catch (err) {
@@ -273,23 +282,31 @@ async function place(m: Misplaced, target: Backend, dryRun: boolean, signal: Abo
     : await streamedPut(source, target, m.key, signal);
   if (typeof written === 'string') return written;
 
+  // A client may have written or deleted the key meanwhile, and the order in
+  // which each reaches the two copies tells which: a delete removes the
+  // source first and the owner's copy after it (see forward.ts); a write is
+  // stored at the owner first and then removes an older source.
+  const sourceLeft = await head(source.backend, m.key, signal);
   const now = await head(target, m.key, signal);
-  // Deleted right after the move: a client's delete, which removed the source first.
+  // Deleted right after the move: by a client, whose delete reached the owner too.
   if (!now) return 'vanished';
   // A client wrote the key at its owner after the move: that write wins.
   if (unquote(now.etag) !== unquote(written.etag)) return 'present';
+  // Deleted by a client while it was moved: the move would bring it back.
+  if (!sourceLeft) {
+    await deleteCopy(target, m.key, signal);
+    return 'vanished';
+  }
+  // Stored at the source while it was moved (an upload begun before the ring
+  // change completes where it began): what was moved is the older object.
+  if (unquote(sourceLeft.etag) !== unquote(source.etag)) {
+    await deleteCopy(target, m.key, signal);
+    throw new Error(`the source changed while it was being moved: run rebalance again`);
+  }
   if (unquote(now.etag) !== unquote(source.etag) || now.size !== source.size) {
     await deleteCopy(target, m.key, signal);
     throw new Error(`verification failed, the source stays: the copy on ${target.bucket} has ETag ${now.etag} and ` +
       `${now.size} bytes, not ${source.etag} and ${source.size}`);
-  }
-  // A client may have deleted the key while it was moved. Deletes reach the
-  // earlier owners before the current one: if the source is gone now, the
-  // copy would bring a deleted key back; if it is still here, a delete still
-  // to come will reach the copy too.
-  if (!await head(source.backend, m.key, signal)) {
-    await deleteCopy(target, m.key, signal);
-    return 'vanished';
   }
   return 'copied';
 }

@@ -16,14 +16,16 @@ import { VirtualBucket } from '../../lib/virtual-bucket';
 import { rebalance } from '../../lib/rebalance';
 import { Ring } from '../../lib/ring';
 import { MINIO_PASSWORD, MINIO_USER } from '../helpers/minio';
+import { outcome } from '../helpers/outcome';
 import { BUCKET, md5, stage } from './rebalance-stack';
 import type { Stage } from './rebalance-stack';
 
 // How `rebalance` moves one object to the shard that now owns it: the object
 // keeps its bytes, ETag, metadata, tags and checksum; and a client's write of
-// the same key at the owner while the move is under way is never overwritten.
-// Each case runs twice: the shards on one endpoint (the backend copies) and
-// the new shard on another (the bytes are streamed through).
+// the same key while the move is under way is never overwritten, nor taken
+// for a delete, nor deleted as the older copy. The first cases run twice:
+// the shards on one endpoint (the backend copies) and the new shard on
+// another (the bytes are streamed through).
 
 const THREE = ['shard1', 'shard2', 'shard3'];
 const FOUR = [...THREE, 'shard4'];
@@ -183,3 +185,106 @@ for (const oneEndpoint of [true, false]) {
       'nor the upload that lost to the client');
   });
 }
+
+// A client's write during a transition removes an older copy at an earlier
+// owner (forward.ts): when that write lands just after a move, the source
+// that vanished must not be taken for the client's delete.
+t.test('a write right after a move is not taken for a delete', async (t) => {
+  const st = await stage(t);
+  const before = await st.proxy({ buckets: THREE });
+  const [key] = movingKeys('after-move', 1);
+  await before.s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: 'old' }));
+  await before.stop();
+  const after = await st.proxy({ buckets: FOUR, previous_rings: [THREE] });
+  let stored = false;
+  let wrote = false;
+  const through = await relay(st.minio.endpoint, async (req) => {
+    const path = decodeURIComponent(new URL(req.url!, 'http://x').pathname);
+    if (req.method === 'PUT' && path === `/shard4/${key}`) stored = true;
+    // Rebalance's look at the source after storing the copy.
+    if (stored && !wrote && req.method === 'HEAD' && path === `/${r3.locate(key)}/${key}`) {
+      wrote = true;
+      await after.s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: 'newer' }));
+    }
+  });
+  t.teardown(() => through.close());
+  const pools = new Pools();
+  t.teardown(() => pools.close());
+  const report = await rebalance(rebalancing(st, through.endpoint, true, pools));
+  t.ok(wrote, 'the client wrote right after the move');
+  t.same(report.failures, []);
+  t.equal((await read(after.s3, BUCKET, key)).toString(), 'newer', 'the client reads its write');
+});
+
+// An upload begun before the ring change completes where it began, after
+// rebalance listed that shard: the newer object there is not deleted.
+t.test('a copy stored after the listing is not deleted', async (t) => {
+  const st = await stage(t);
+  const before = await st.proxy({ buckets: THREE });
+  const [key] = movingKeys('late-upload', 1);
+  await before.s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: 'v1' }));
+  const { UploadId } = await before.s3.send(new CreateMultipartUploadCommand({ Bucket: BUCKET, Key: key }));
+  const part = await before.s3.send(new UploadPartCommand({ Bucket: BUCKET, Key: key, UploadId, PartNumber: 1, Body: 'v3, the upload' }));
+  await before.stop();
+  const after = await st.proxy({ buckets: FOUR, previous_rings: [THREE] });
+  // At the owner already, as a write straight to the shard leaves it.
+  await st.direct.send(new PutObjectCommand({ Bucket: 'shard4', Key: key, Body: 'v2' }));
+  let completed = false;
+  const through = await relay(st.minio.endpoint, async (req) => {
+    const path = decodeURIComponent(new URL(req.url!, 'http://x').pathname);
+    // Rebalance looks at the copy it is about to delete: the upload completes first.
+    if (!completed && req.method === 'HEAD' && path === `/${r3.locate(key)}/${key}`) {
+      completed = true;
+      await after.s3.send(new CompleteMultipartUploadCommand({
+        Bucket: BUCKET, Key: key, UploadId, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: part.ETag }] },
+      }));
+    }
+  });
+  t.teardown(() => through.close());
+  const pools = new Pools();
+  t.teardown(() => pools.close());
+  const vb = rebalancing(st, through.endpoint, true, pools);
+  const first = await rebalance(vb);
+  t.ok(completed, 'the upload completed while rebalance ran');
+  t.match(first.failures, [{ key, reason: /changed while it was being moved: run rebalance again/ }], 'the first run says so');
+  t.equal((await read(after.s3, BUCKET, key)).toString(), 'v3, the upload', 'and the upload is read');
+  const second = await rebalance(vb);
+  t.same(second.failures, [], 'the second run moves it');
+  t.equal((await read(st.direct, 'shard4', key)).toString(), 'v3, the upload', 'to its owner');
+});
+
+// The same upload completed while its key is being moved: the older object
+// that was moved does not stay at the owner.
+t.test('a source stored anew during its move is moved again', async (t) => {
+  const st = await stage(t);
+  const before = await st.proxy({ buckets: THREE });
+  const [key] = movingKeys('mid-move-upload', 1);
+  await before.s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: 'v1' }));
+  const { UploadId } = await before.s3.send(new CreateMultipartUploadCommand({ Bucket: BUCKET, Key: key }));
+  const part = await before.s3.send(new UploadPartCommand({ Bucket: BUCKET, Key: key, UploadId, PartNumber: 1, Body: 'v2, the upload' }));
+  await before.stop();
+  const after = await st.proxy({ buckets: FOUR, previous_rings: [THREE] });
+  let completed = false;
+  const through = await relay(st.minio.endpoint, async (req) => {
+    const path = decodeURIComponent(new URL(req.url!, 'http://x').pathname);
+    // The move has read the source and is about to store it at the owner.
+    if (!completed && req.method === 'PUT' && path === `/shard4/${key}`) {
+      completed = true;
+      await after.s3.send(new CompleteMultipartUploadCommand({
+        Bucket: BUCKET, Key: key, UploadId, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: part.ETag }] },
+      }));
+    }
+  });
+  t.teardown(() => through.close());
+  const pools = new Pools();
+  t.teardown(() => pools.close());
+  const vb = rebalancing(st, through.endpoint, true, pools);
+  const first = await rebalance(vb);
+  t.ok(completed, 'the upload completed during the move');
+  t.match(first.failures, [{ key, reason: /the source changed while it was being moved: run rebalance again/ }], 'the first run says so');
+  t.equal((await read(after.s3, BUCKET, key)).toString(), 'v2, the upload', 'and the upload is read');
+  const second = await rebalance(vb);
+  t.same(second.failures, [], 'the second run moves it');
+  t.equal((await read(st.direct, 'shard4', key)).toString(), 'v2, the upload', 'to its owner');
+  t.equal(await outcome(st.direct.send(new HeadObjectCommand({ Bucket: r3.locate(key), Key: key }))), '404 NotFound', 'once');
+});
