@@ -89,7 +89,8 @@ interface Payload {
   decoder?: AwsChunkedDecoder;
 }
 
-const HEX_SHA256 = /^[0-9a-f]{64}$/;
+// MinIO reads the hex digits in either case.
+const HEX_SHA256 = /^[0-9a-f]{64}$/i;
 
 export function header(req: IncomingMessage, name: string): string | undefined {
   const v = req.headers[name];
