@@ -188,8 +188,9 @@ export async function forward(req: IncomingMessage, res: ServerResponse, s3: S3R
     await deleteAtEarlierOwners(owners, br);
   } else if (owners.length > 1 && ON_UPLOAD.has(s3.operation)) {
     backend = await uploadHolder(owners, s3.key!, s3.query.get('uploadId')!, signal);
-  } else if (owners.length > 1 && s3.operation === 'PutObject' && (br.headers!['if-match'] || br.headers!['if-none-match'])) {
-    await conditionAtEarlierOwner(owners, br);
+    if (s3.operation === 'CompleteMultipartUpload' && isConditional(br)) await conditionElsewhere(owners, backend, br);
+  } else if (owners.length > 1 && s3.operation === 'PutObject' && isConditional(br)) {
+    await conditionElsewhere(owners, backend, br);
   } else if (owners.length > 1 && ON_EXISTING.has(s3.operation)) {
     // A tagging document is small: read once, it can go to the next owner too.
     if (Number(br.headers!['content-length'] ?? 0) > MAX_TAGGING_BODY) throw new S3Error('EntityTooLarge');
@@ -249,21 +250,27 @@ export async function firstHolder(owners: Backend[], br: BackendRequest):
   }
 }
 
-/** A conditional write is about the object readers see, which may still sit
- * where an earlier ring put it: the current owner checks a copy of its own,
- * a copy only an earlier owner holds is checked here. */
-async function conditionAtEarlierOwner(owners: Backend[], br: BackendRequest): Promise<void> {
+function isConditional(br: BackendRequest): boolean {
+  return br.headers!['if-match'] !== undefined || br.headers!['if-none-match'] !== undefined;
+}
+
+/** A conditional write is about the object readers see, which may sit on
+ * another owner than the one the write goes to (`writtenAt`): where an
+ * earlier ring put it, or, for an upload begun before the ring change, at
+ * the current owner. `writtenAt` checks a copy of its own; a copy only
+ * another owner holds is checked here. */
+async function conditionElsewhere(owners: Backend[], writtenAt: Backend, br: BackendRequest): Promise<void> {
   const { backend, upstream } = await firstHolder(owners, { method: 'HEAD', key: br.key, signal: br.signal, operation: 'HeadObject' });
   await upstream.body.dump();
   if (upstream.statusCode >= 500) throw new S3Error('ServiceUnavailable', `Shard bucket ${backend.bucket} answered ${upstream.statusCode}.`);
-  if (backend === owners[0] || upstream.statusCode !== 200) return;
+  if (backend === writtenAt || upstream.statusCode !== 200) return;
   const etag = String(upstream.headers.etag ?? '');
   const ifNoneMatch = br.headers!['if-none-match'];
   const ifMatch = br.headers!['if-match'];
   if (ifNoneMatch !== undefined && etagMatches(ifNoneMatch, etag)) throw new S3Error('PreconditionFailed');
   if (ifMatch !== undefined) {
     if (!etagMatches(ifMatch, etag)) throw new S3Error('PreconditionFailed');
-    // It held: the current owner, which has no copy to compare, writes.
+    // It held: `writtenAt`, whose own copy (if any) readers do not see, writes.
     delete br.headers!['if-match'];
   }
 }

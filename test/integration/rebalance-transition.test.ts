@@ -117,6 +117,36 @@ t.test('between a ring change and its rebalance', async (t) => {
     written.set(fresh, md5('new'));
   });
 
+  await t.test('so does a conditional completion, wherever its upload began', async (t) => {
+    const complete = async (Key: string, UploadId: string, ETag: string, cond: { IfMatch?: string; IfNoneMatch?: string }) =>
+      status(after.s3.send(new CompleteMultipartUploadCommand({
+        Bucket: BUCKET, Key, UploadId, MultipartUpload: { Parts: [{ PartNumber: 1, ETag }] }, ...cond,
+      })));
+    const upload = async (s3: S3Client, Key: string, Body: string) => {
+      const { UploadId } = await s3.send(new CreateMultipartUploadCommand({ Bucket: BUCKET, Key }));
+      const { ETag } = await s3.send(new UploadPartCommand({ Bucket: BUCKET, Key, UploadId, PartNumber: 1, Body }));
+      return { UploadId: UploadId!, ETag: ETag! };
+    };
+    // Begun after the change, at the new owner; the key only at its earlier one.
+    const key = `${moved[9]}/meta.json`;
+    const a = await upload(after.s3, key, 'create-only');
+    t.equal(await complete(key, a.UploadId, a.ETag, { IfNoneMatch: '*' }), 412, 'create-only: the key exists at its earlier owner');
+    t.equal(await complete(key, a.UploadId, a.ETag, { IfMatch: `"${written.get(key)}"` }), 'ok', 'If-Match with the ETag readers see');
+    t.equal(await text(after.s3, key), 'create-only');
+    written.set(key, (await after.s3.send(new HeadObjectCommand({ Bucket: BUCKET, Key: key }))).ETag!.replace(/"/g, ''));
+
+    // Begun before the change, at the earlier owner; the key rewritten at the new one since.
+    const late = `${moved[10]}/meta.json`;
+    const b = await upload(before.s3, late, 'from an upload begun before');
+    await after.s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: late, Body: 'rewritten at the new owner' }));
+    t.equal(await complete(late, b.UploadId, b.ETag, { IfMatch: `"${written.get(late)}"` }), 412,
+      'If-Match with the ETag the earlier owner had');
+    t.equal(await complete(late, b.UploadId, b.ETag, { IfMatch: `"${md5('rewritten at the new owner')}"` }), 'ok',
+      'If-Match with the ETag readers see');
+    t.equal(await text(after.s3, late), 'from an upload begun before', 'the completed upload is read');
+    written.set(late, (await after.s3.send(new HeadObjectCommand({ Bucket: BUCKET, Key: late }))).ETag!.replace(/"/g, ''));
+  });
+
   await t.test('deletes reach every owner', async (t) => {
     const key = `${moved[1]}/meta.json`;
     await after.s3.send(new DeleteObjectCommand({ Bucket: BUCKET, Key: key }));
