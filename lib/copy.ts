@@ -38,7 +38,7 @@ export async function copy(req: IncomingMessage, res: ServerResponse, s3: S3Requ
     : owners[0];
   const br = await backendRequest(req, s3, signal);
   const stored = s3.operation === 'CopyObject' && owners.length > 1
-    ? (etag: string) => removeOlderCopies(owners.slice(1), s3.key!, etag) : undefined;
+    ? (etag: string) => removeOlderCopies(owners.slice(1), target, s3.key!, etag) : undefined;
   // The source may still sit where an earlier ring put it. As for reads, the
   // current owner is asked again when no owner had it: a rebalance may have
   // moved it there meanwhile.

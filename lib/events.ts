@@ -10,6 +10,8 @@ export interface BackendBytes { shard: string; bytes: number }
 export interface BackendFailure { shard: string; kind: string }
 export interface ObjectWritten { shard: string }
 export interface ListPage { shard: string }
+/** A write during a ring transition left an older copy of its key on `shard`. */
+export interface OlderCopyLeft { shard: string; key: string; error: string }
 
 export const channels = {
   requestStart: diagnostics.channel('tempo-s3-shard:request:start'),
@@ -19,4 +21,5 @@ export const channels = {
   backendFailure: diagnostics.channel('tempo-s3-shard:backend:failure'),
   objectWritten: diagnostics.channel('tempo-s3-shard:object:written'),
   listPage: diagnostics.channel('tempo-s3-shard:list:page'),
+  olderCopyLeft: diagnostics.channel('tempo-s3-shard:older-copy:left'),
 };

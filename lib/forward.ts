@@ -199,7 +199,7 @@ export async function forward(req: IncomingMessage, res: ServerResponse, s3: S3R
   }
   upstream ??= await backend.request(br);
   const stored = owners.length > 1 && STORES.has(s3.operation)
-    ? (etag: string) => removeOlderCopies(owners.filter((b) => b !== backend), s3.key!, etag) : undefined;
+    ? (etag: string) => removeOlderCopies(owners.filter((b) => b !== backend), backend, s3.key!, etag) : undefined;
   await respond(res, upstream, s3, vb, backend, req, answerHeaders, stored);
 }
 
@@ -295,23 +295,50 @@ async function deleteAtEarlierOwners(owners: Backend[], br: BackendRequest): Pro
  * another ring put it. Left there, it would be served again if the change
  * were undone before its rebalance finished, and that rebalance would keep
  * it over the newer one; so it is removed before the client hears that its
- * write is stored, even if the client has gone by then. A copy with the
- * written ETag stays: it holds the same bytes, and rebalance reads a source
- * that vanished while it moved the key as the client's delete (see
- * rebalance.ts), which a removal here after an identical write would fake. */
-export async function removeOlderCopies(others: Backend[], key: string, etag: string): Promise<void> {
-  const failed = (b: Backend, status: number) =>
-    new S3Error('ServiceUnavailable', `The object is stored, but shard bucket ${b.bucket}, which holds an older copy, answered ${status}.`);
+ * write is stored, even if the client has gone by then. A copy the same as
+ * the one written (ETag and attributes) stays: rebalance reads a source that
+ * vanished while it moved the key as the client's delete (see rebalance.ts),
+ * which a removal here after an identical write would fake. The write is
+ * stored whatever happens here, so a failure is reported, not answered: a
+ * client told otherwise could not complete its upload again, or would find
+ * its own write failing the condition it retries with. */
+export async function removeOlderCopies(others: Backend[], writtenAt: Backend, key: string, etag: string): Promise<void> {
+  let written: Promise<string> | undefined;
   await Promise.all(others.map(async (b) => {
-    const found = await b.request({ method: 'HEAD', key, operation: 'HeadObject' });
-    await found.body.dump();
-    if (found.statusCode === 404) return;
-    if (found.statusCode !== 200) throw failed(b, found.statusCode);
-    if (unquoted(String(found.headers.etag ?? '')) === unquoted(etag)) return;
-    const removed = await b.request({ method: 'DELETE', key, operation: 'DeleteObject' });
-    await removed.body.dump();
-    if (removed.statusCode >= 300) throw failed(b, removed.statusCode);
+    try {
+      const found = await b.request({ method: 'HEAD', key, operation: 'HeadObject' });
+      await found.body.dump();
+      if (found.statusCode === 404) return;
+      if (found.statusCode !== 200) throw new Error(`HEAD answered ${found.statusCode}`);
+      if (unquoted(String(found.headers.etag ?? '')) === unquoted(etag)) {
+        written ??= headAttributes(writtenAt, key);
+        if (objectAttributes(found.headers) === await written) return;
+      }
+      const removed = await b.request({ method: 'DELETE', key, operation: 'DeleteObject' });
+      await removed.body.dump();
+      if (removed.statusCode >= 300) throw new Error(`DELETE answered ${removed.statusCode}`);
+    } catch (err) {
+      channels.olderCopyLeft.publish({ shard: b.bucket, key, error: (err as Error).message });
+    }
   }));
+}
+
+async function headAttributes(b: Backend, key: string): Promise<string> {
+  const r = await b.request({ method: 'HEAD', key, operation: 'HeadObject' });
+  await r.body.dump();
+  if (r.statusCode !== 200) throw new Error(`HEAD of the copy written on ${b.bucket} answered ${r.statusCode}`);
+  return objectAttributes(r.headers);
+}
+
+// What a HEAD shows of an object besides its bytes and checksums.
+const ATTRIBUTES = new Set(['content-type', 'content-encoding', 'content-disposition', 'content-language', 'cache-control',
+  'expires', 'x-amz-tagging-count']);
+
+/** An object's attributes (the headers above, and its metadata) as one
+ * string: two copies with the same ETag and these are the same write. */
+export function objectAttributes(headers: Record<string, string | string[] | undefined>): string {
+  return Object.keys(headers).filter((n) => ATTRIBUTES.has(n) || n.startsWith('x-amz-meta-')).sort()
+    .map((n) => `${n}: ${String(headers[n])}`).join('\n');
 }
 
 function unquoted(etag: string): string {

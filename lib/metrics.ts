@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { channels } from './events';
-import type { BackendBytes, BackendFailure, BackendResponse, ListPage, ObjectWritten, RequestEnd } from './events';
+import type { BackendBytes, BackendFailure, BackendResponse, ListPage, OlderCopyLeft, ObjectWritten, RequestEnd } from './events';
 
 // Prometheus text exposition, written by hand. Label values are bounded by
 // construction: operation names, shard bucket names, status classes and
@@ -187,6 +187,8 @@ export class Metrics {
   private readonly failures = new Counter('backend_errors_total', 'Backend failures by shard and kind (connect, timeout, reset, status_5xx).');
   private readonly written = new Counter('objects_written_total', 'Objects written per shard: the hash distribution.');
   private readonly pages = new Counter('list_backend_pages_total', 'Listing pages fetched from each shard during fan-out.');
+  private readonly olderCopies = new Counter('older_copies_left_total',
+    'Writes during a ring transition whose older copy on this shard could not be removed: undoing the ring change would serve it.');
   private readonly process: Sampled[];
   private readonly unsubscribe: (() => void)[] = [];
 
@@ -208,6 +210,7 @@ export class Metrics {
     this.on(channels.backendFailure, (m: BackendFailure) => this.failures.add({ shard: m.shard, kind: m.kind }));
     this.on(channels.objectWritten, (m: ObjectWritten) => this.written.add({ shard: m.shard }));
     this.on(channels.listPage, (m: ListPage) => this.pages.add({ shard: m.shard }));
+    this.on(channels.olderCopyLeft, (m: OlderCopyLeft) => this.olderCopies.add({ shard: m.shard }));
     this.inFlight.add({}, 0);
   }
 
@@ -220,7 +223,7 @@ export class Metrics {
 
   private families(): Family[] {
     return [this.requests, this.duration, this.inFlight, this.backendRequests, this.bytesOut, this.bytesIn,
-      this.failures, this.written, this.pages, ...this.process];
+      this.failures, this.written, this.pages, this.olderCopies, ...this.process];
   }
 
   snapshot(): MetricsSnapshot {

@@ -7,6 +7,7 @@ import { Pools, poolOptions } from './backend';
 import type { Backend } from './backend';
 import { VirtualBucket } from './virtual-bucket';
 import { hashKey } from './ring';
+import { objectAttributes } from './forward';
 import { ProgressReporter, formatBytes } from './progress';
 import type { Output, Totals } from './progress';
 import { feed } from './xml-feed';
@@ -267,8 +268,11 @@ function errorCode(xml: string): string {
 // the source's ETag, so the owner's answer checks the bytes.
 
 type Outcome = 'copied' | 'present' | 'vanished';
-// A move's answer: the ETag the owner gave the object, or why there is none.
-type Moved = { etag: string } | Exclude<Outcome, 'copied'>;
+/** An object a move stored at the owner: its ETag and what a HEAD shows of
+ * its attributes (see objectAttributes). */
+interface Stored { etag: string; attributes: string }
+// A move's answer: what it stored, or why it stored nothing.
+type Moved = Stored | Exclude<Outcome, 'copied'>;
 
 /** Brings the key to its owner (dry run: only finds out whether it must). */
 async function place(m: Misplaced, target: Backend, dryRun: boolean, signal: AbortSignal): Promise<Outcome> {
@@ -282,33 +286,66 @@ async function place(m: Misplaced, target: Backend, dryRun: boolean, signal: Abo
     : await streamedPut(source, target, m.key, signal);
   if (typeof written === 'string') return written;
 
+  return settle(m.key, source, target, written);
+}
+
+/** Checks a copy just stored at the owner. It runs to the end even once the
+ * run is stopped: a copy left there unchecked would be taken, on the next
+ * run, for one that wins over every other. */
+async function settle(key: string, source: Copy, target: Backend, written: Stored): Promise<Outcome> {
   // A client may have written or deleted the key meanwhile, and the order in
   // which each reaches the two copies tells which: a delete removes the
-  // source first and the owner's copy after it (see forward.ts); a write is
-  // stored at the owner first and then removes an older source.
-  const sourceLeft = await head(source.backend, m.key, signal);
-  const now = await head(target, m.key, signal);
+  // source first and the owner's copy after it; a write is stored at the
+  // owner first and then removes a source that differs from it (forward.ts).
+  let sourceLeft: Found | undefined;
+  try {
+    sourceLeft = await head(source.backend, key);
+  } catch (err) {
+    await withdraw(target, key, written);
+    throw err;
+  }
+  const now = await head(target, key);
   // Deleted right after the move: by a client, whose delete reached the owner too.
   if (!now) return 'vanished';
   // A client wrote the key at its owner after the move: that write wins.
-  if (unquote(now.etag) !== unquote(written.etag)) return 'present';
+  if (unquote(now.etag) !== unquote(written.etag) || now.attributes !== written.attributes) return 'present';
   // Deleted by a client while it was moved: the move would bring it back.
   if (!sourceLeft) {
-    await deleteCopy(target, m.key, signal);
+    await deleteCopy(target, key);
     return 'vanished';
   }
   // Stored at the source while it was moved (an upload begun before the ring
   // change completes where it began): what was moved is the older object.
   if (unquote(sourceLeft.etag) !== unquote(source.etag)) {
-    await deleteCopy(target, m.key, signal);
+    await deleteCopy(target, key);
     throw new Error(`the source changed while it was being moved: run rebalance again`);
   }
   if (unquote(now.etag) !== unquote(source.etag) || now.size !== source.size) {
-    await deleteCopy(target, m.key, signal);
+    await deleteCopy(target, key);
     throw new Error(`verification failed, the source stays: the copy on ${target.bucket} has ETag ${now.etag} and ` +
       `${now.size} bytes, not ${source.etag} and ${source.size}`);
   }
   return 'copied';
+}
+
+/** For a request that stores a move's copy and fails without an answer (the
+ * run stopped, the connection broke): the copy may have been stored all the
+ * same, and is withdrawn. Should it be a client's write of the same object
+ * instead, the source still holds that object (forward.ts leaves a copy the
+ * same as the one written), so reads find it there. */
+function stray(target: Backend, key: string, stored: Stored): (err: unknown) => Promise<never> {
+  return async (err) => {
+    await withdraw(target, key, stored);
+    throw err;
+  };
+}
+
+/** Removes the copy a move stored, unless a client's write has replaced it. */
+async function withdraw(target: Backend, key: string, written: Stored): Promise<void> {
+  const now = await head(target, key).catch(() => undefined);
+  if (now && unquote(now.etag) === unquote(written.etag) && now.attributes === written.attributes) {
+    await deleteCopy(target, key).catch(() => {});
+  }
 }
 
 // The ETag S3 gives a multipart upload: the MD5 of its parts' MD5s, and their count.
@@ -335,11 +372,13 @@ async function streamedPut(source: Copy, target: Backend, key: string, signal: A
     }
     headers['if-none-match'] = '*';
     got.body.on('error', () => {});
-    const put = await target.request({ method: 'PUT', key, headers, body: got.body, signal, operation: 'PutObject' });
+    const stored = { etag: source.etag, attributes: objectAttributes(got.headers) };
+    const put = await target.request({ method: 'PUT', key, headers, body: got.body, signal, operation: 'PutObject' })
+      .catch(stray(target, key, stored));
     const xml = await put.body.text();
     if (put.statusCode === 412) return 'present';
     if (put.statusCode !== 200) throw new Error(`writing to ${target.bucket} failed: ${put.statusCode} ${errorCode(xml)}`);
-    return { etag: String(put.headers.etag ?? '') };
+    return stored;
   } finally {
     got.body.destroy();
   }
@@ -351,8 +390,9 @@ async function streamedPut(source: Copy, target: Backend, key: string, signal: A
 async function multipartMove(source: Copy, target: Backend, key: string, count: number, signal: AbortSignal): Promise<Moved> {
   const layout = await partLayout(source, key, count, signal);
   if (typeof layout === 'string') return layout;
+  // Not stopped halfway: an upload begun whose id we never read would stay open.
   const begun = await target.request({
-    method: 'POST', key, query: [['uploads', '']], signal, operation: 'CreateMultipartUpload',
+    method: 'POST', key, query: [['uploads', '']], operation: 'CreateMultipartUpload',
     headers: { ...await attributes(layout.headers, source.backend, key, signal), 'if-none-match': '*' },
   });
   const begunXml = await begun.body.text();
@@ -367,24 +407,29 @@ async function multipartMove(source: Copy, target: Backend, key: string, count: 
       const range = `bytes=${offset}-${offset + size - 1}`;
       offset += size;
       const part = { target, key, uploadId, number: i + 1, range, size, signal };
-      const etag = source.backend.sharesStorageWith(target) ? await copyPart(source, part) : await streamPart(source, part);
+      // An empty part has no range to read or copy.
+      const etag = size === 0 ? await emptyPart(part)
+        : source.backend.sharesStorageWith(target) ? await copyPart(source, part) : await streamPart(source, part);
       if (etag === 'vanished') return etag;
       etags.push(etag);
     }
     const xml = '<CompleteMultipartUpload>' +
       etags.map((e, i) => `<Part><PartNumber>${i + 1}</PartNumber><ETag>${e}</ETag></Part>`).join('') +
       '</CompleteMultipartUpload>';
+    signal.throwIfAborted();
+    // Not stopped halfway: an object stored unanswered would stay unchecked.
+    const stored = { etag: source.etag, attributes: objectAttributes(layout.headers) };
     const done = await target.request({
-      method: 'POST', key, query: [['uploadId', uploadId]], body: Buffer.from(xml), signal, operation: 'CompleteMultipartUpload',
+      method: 'POST', key, query: [['uploadId', uploadId]], body: Buffer.from(xml), operation: 'CompleteMultipartUpload',
       headers: { 'content-length': String(Buffer.byteLength(xml)), 'content-type': 'application/xml', 'if-none-match': '*' },
-    });
+    }).catch(stray(target, key, stored));
     const doneXml = await done.body.text();
     if (done.statusCode === 412) return 'present';
     // S3 may answer 200 and report a failure in the body.
     const etag = /<CompleteMultipartUploadResult[\s>][\s\S]*<ETag>([^<]*)<\/ETag>/.exec(doneXml)?.[1];
     if (done.statusCode !== 200 || etag === undefined) throw new Error(`completing the upload on ${target.bucket} failed: ${done.statusCode} ${errorCode(doneXml)}`);
     completed = true;
-    return { etag: etag.replace(/&quot;|&#34;/g, '"') };
+    return { etag: etag.replace(/&quot;|&#34;/g, '"'), attributes: stored.attributes };
   } finally {
     // Nothing half-moved stays behind, also when interrupted.
     if (!completed) await abortUpload(target, key, uploadId);
@@ -403,6 +448,11 @@ async function partLayout(source: Copy, key: string, count: number, signal: Abor
     await r.body.dump();
     if (r.statusCode === 404) return 'vanished';
     if (r.statusCode === 412) preconditionFailed('');
+    // MinIO answers an empty part so: it has no byte to range over.
+    if (r.statusCode === 416) {
+      sizes.push(0);
+      continue;
+    }
     if (r.statusCode !== 200 && r.statusCode !== 206) throw new Error(`HEAD of part ${n} on ${source.backend.bucket} answered ${r.statusCode}`);
     if (n === 1) headers = r.headers;
     sizes.push(Number(r.headers['content-length']));
@@ -433,6 +483,15 @@ async function copyPart(source: Copy, p: Part): Promise<string | 'vanished'> {
   const etag = /<CopyPartResult[\s>][\s\S]*<ETag>([^<]*)<\/ETag>/.exec(xml)?.[1];
   if (r.statusCode !== 200 || etag === undefined) throw new Error(`copying part ${p.number} to ${p.target.bucket} failed: ${r.statusCode} ${errorCode(xml)}`);
   return etag.replace(/&quot;|&#34;/g, '"');
+}
+
+async function emptyPart(p: Part): Promise<string> {
+  const put = await p.target.request({
+    method: 'PUT', key: p.key, query: partQuery(p), signal: p.signal, operation: 'UploadPart', headers: { 'content-length': '0' },
+  });
+  const xml = await put.body.text();
+  if (put.statusCode !== 200) throw new Error(`writing part ${p.number} to ${p.target.bucket} failed: ${put.statusCode} ${errorCode(xml)}`);
+  return String(put.headers.etag ?? '');
 }
 
 async function streamPart(source: Copy, p: Part): Promise<string | 'vanished'> {
@@ -496,15 +555,17 @@ async function tagging(b: Backend, key: string, signal: AbortSignal): Promise<st
     .map((t) => `${encodeURIComponent(t.Key ?? '')}=${encodeURIComponent(t.Value ?? '')}`).join('&');
 }
 
-async function head(b: Backend, key: string, signal: AbortSignal): Promise<{ size: number; etag: string } | undefined> {
+interface Found { size: number; etag: string; attributes: string }
+
+async function head(b: Backend, key: string, signal?: AbortSignal): Promise<Found | undefined> {
   const r = await b.request({ method: 'HEAD', key, signal, operation: 'HeadObject' });
   await r.body.dump();
   if (r.statusCode === 404) return undefined;
   if (r.statusCode !== 200) throw new Error(`HEAD on ${b.bucket} answered ${r.statusCode}`);
-  return { size: Number(r.headers['content-length']), etag: String(r.headers.etag ?? '') };
+  return { size: Number(r.headers['content-length']), etag: String(r.headers.etag ?? ''), attributes: objectAttributes(r.headers) };
 }
 
-async function deleteCopy(b: Backend, key: string, signal: AbortSignal): Promise<void> {
+async function deleteCopy(b: Backend, key: string, signal?: AbortSignal): Promise<void> {
   const r = await b.request({ method: 'DELETE', key, signal, operation: 'DeleteObject' });
   const xml = await r.body.text();
   if (r.statusCode !== 204 && r.statusCode !== 200) throw new Error(`deleting on ${b.bucket} failed: ${r.statusCode} ${errorCode(xml)}`);

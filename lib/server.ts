@@ -21,6 +21,7 @@ import { Metrics } from './metrics';
 import { workerMetrics } from './workers';
 import { Readiness } from './readiness';
 import { channels } from './events';
+import type { OlderCopyLeft } from './events';
 import { Authenticator } from './auth';
 import { prepareShard } from './shard-buckets';
 import { ClientSignal } from './client-signal';
@@ -97,6 +98,7 @@ export class ShardProxy {
     });
     this.buckets = new Map(config.virtualBuckets.map((vb) => [vb.name, new VirtualBucket(vb, this.pools)]));
     this.readiness = new Readiness([...this.buckets.values()].flatMap((vb) => vb.backends));
+    channels.olderCopyLeft.subscribe(this.logOlderCopy);
     // Idle and header timeouts are checked this often; Node's default (30 s)
     // would let a stalled client linger long past its timeout.
     const handler = (req: IncomingMessage, res: ServerResponse) => { void this.handle(req, res); };
@@ -155,7 +157,13 @@ export class ShardProxy {
     await this.handoff?.close();
     await this.pools.close();
     this.metrics.close();
+    channels.olderCopyLeft.unsubscribe(this.logOlderCopy);
   }
+
+  private readonly logOlderCopy = (m: unknown) => {
+    const { shard, key, error } = m as OlderCopyLeft;
+    this.log.warn('a write left an older copy where an earlier ring put it: undoing the ring change would serve it', { shard, key, error });
+  };
 
   /** `handedOver`: a sibling worker passed the request on, and logs and counts it itself. */
   private async handle(req: IncomingMessage, res: ServerResponse, handedOver = false): Promise<void> {

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  PutObjectCommand, GetObjectCommand, HeadObjectCommand, GetObjectTaggingCommand, CreateMultipartUploadCommand,
+  PutObjectCommand, GetObjectCommand, HeadObjectCommand, DeleteObjectCommand, GetObjectTaggingCommand, CreateMultipartUploadCommand,
   UploadPartCommand, CompleteMultipartUploadCommand, ListMultipartUploadsCommand,
 } from '@aws-sdk/client-s3';
 import type { HeadObjectCommandOutput, S3Client } from '@aws-sdk/client-s3';
@@ -44,14 +44,29 @@ function movingKeys(prefix: string, n: number): string[] {
 }
 
 /** An HTTP relay in front of MinIO that calls `before` with each request
- * (its body not yet read) and forwards it once that has settled. */
-async function relay(target: string, before: (req: IncomingMessage) => Promise<void>): Promise<{ endpoint: string; close(): Promise<void> }> {
+ * (its body not yet read) and forwards it once that has settled; `answered`,
+ * if given, is called with MinIO's answer (read whole) before it is passed
+ * on, and may give a status to answer instead. */
+async function relay(target: string, before: (req: IncomingMessage) => Promise<void>,
+  answered?: (req: IncomingMessage, status: number) => Promise<number | void>): Promise<{ endpoint: string; close(): Promise<void> }> {
   const { hostname, port } = new URL(target);
   const server = createServer(async (req, res) => {
     await before(req);
-    const up = request({ host: hostname, port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
+    const up = request({ host: hostname, port, method: req.method, path: req.url, headers: req.headers }, async (answer) => {
+      if (!answered) {
+        res.writeHead(answer.statusCode!, answer.headers);
+        answer.pipe(res);
+        return;
+      }
+      const body = Buffer.concat(await answer.toArray());
+      const instead = await answered(req, answer.statusCode!);
+      if (instead) {
+        res.writeHead(instead, { 'content-length': '0' });
+        res.end();
+        return;
+      }
       res.writeHead(answer.statusCode!, answer.headers);
-      answer.pipe(res);
+      res.end(body);
     });
     up.on('error', () => res.destroy());
     req.pipe(up);
@@ -184,6 +199,28 @@ for (const oneEndpoint of [true, false]) {
     t.same((await st.direct.send(new ListMultipartUploadsCommand({ Bucket: 'shard4' }))).Uploads ?? [], [],
       'nor the upload that lost to the client');
   });
+
+  t.test(`${where}: objects with empty parts move`, async (t) => {
+    const st = await stage(t);
+    const before = await st.proxy({ buckets: THREE });
+    const [empty, emptyLast] = movingKeys('empty-parts', 2);
+    const cases = new Map([[empty, [Buffer.alloc(0)]], [emptyLast, [randomBytes(5 * MiB), Buffer.alloc(0)]]]);
+    for (const [key, parts] of cases) await multipartPut(before.s3, key, parts, { ContentType: 'application/x-empty' });
+    await before.stop();
+    await st.proxy({ buckets: FOUR, previous_rings: [THREE] });
+    const through = await relay(st.minio.endpoint, async () => {});
+    t.teardown(() => through.close());
+    const pools = new Pools();
+    t.teardown(() => pools.close());
+    const report = await rebalance(rebalancing(st, through.endpoint, oneEndpoint, pools));
+    t.same(report.failures, [], 'no failures');
+    for (const [key, parts] of cases) {
+      const head = await st.direct.send(new HeadObjectCommand({ Bucket: 'shard4', Key: key }));
+      t.match(head.ETag, new RegExp(`-${parts.length}"$`), `${key}: at its owner, in ${parts.length} parts`);
+      t.equal(head.ContentType, 'application/x-empty', `${key}: with its Content-Type`);
+      t.equal(md5(await read(st.direct, 'shard4', key)), md5(Buffer.concat(parts)), `${key}: and its bytes`);
+    }
+  });
 }
 
 // A client's write during a transition removes an older copy at an earlier
@@ -287,4 +324,74 @@ t.test('a source stored anew during its move is moved again', async (t) => {
   t.same(second.failures, [], 'the second run moves it');
   t.equal((await read(st.direct, 'shard4', key)).toString(), 'v2, the upload', 'to its owner');
   t.equal(await outcome(st.direct.send(new HeadObjectCommand({ Bucket: r3.locate(key), Key: key }))), '404 NotFound', 'once');
+});
+
+// A run stopped (Ctrl-C, or a shard failing a look) between storing a copy at
+// the owner and checking it, while a client completed an upload begun before
+// the change, or deleted the key: the copy is checked or withdrawn all the
+// same, never left to pass, on the next run, for the one that wins.
+for (const stop of ['stopped', 'failing a look at the source'] as const) {
+  for (const client of ['completes an upload', 'deletes'] as const) {
+    t.test(`a run ${stop} right after storing a copy, while a client ${client}`, async (t) => {
+      const st = await stage(t);
+      const before = await st.proxy({ buckets: THREE });
+      const [key] = movingKeys(`unchecked-${stop.length}-${client.length}`, 1);
+      await before.s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: 'v1' }));
+      const { UploadId } = await before.s3.send(new CreateMultipartUploadCommand({ Bucket: BUCKET, Key: key }));
+      const part = await before.s3.send(new UploadPartCommand({ Bucket: BUCKET, Key: key, UploadId, PartNumber: 1, Body: 'v2, the upload' }));
+      await before.stop();
+      const after = await st.proxy({ buckets: FOUR, previous_rings: [THREE] });
+      const controller = new AbortController();
+      const path = (req: IncomingMessage) => decodeURIComponent(req.url!);
+      let acted = false;
+      let failed = false;
+      const through = await relay(st.minio.endpoint, async (req) => {
+        // The move has read the source and is about to store its copy.
+        if (acted || req.method !== 'PUT' || path(req) !== `/shard4/${key}`) return;
+        acted = true;
+        if (client === 'deletes') await after.s3.send(new DeleteObjectCommand({ Bucket: BUCKET, Key: key }));
+        else await after.s3.send(new CompleteMultipartUploadCommand({
+          Bucket: BUCKET, Key: key, UploadId, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: part.ETag }] },
+        }));
+      }, async (req, status) => {
+        // The copy is stored: the run stops before it hears so.
+        if (stop === 'stopped' && req.method === 'PUT' && path(req) === `/shard4/${key}` && status === 200) controller.abort();
+        if (stop === 'failing a look at the source' && acted && !failed && req.method === 'HEAD' && path(req) === `/${r3.locate(key)}/${key}`) {
+          failed = true;
+          return 503;
+        }
+      });
+      t.teardown(() => through.close());
+      const pools = new Pools();
+      t.teardown(() => pools.close());
+      const first = await rebalance(rebalancing(st, through.endpoint, true, pools), { signal: controller.signal });
+      t.ok(acted && (first.interrupted || failed), 'the client acted, and the first run stopped');
+      const second = await rebalance(rebalancing(st, st.minio.endpoint, true, pools));
+      t.same(second.failures, [], 'a second run finishes');
+      if (client === 'deletes') {
+        t.equal(await outcome(after.s3.send(new HeadObjectCommand({ Bucket: BUCKET, Key: key }))), '404 NotFound', 'the deleted key stays deleted');
+      } else {
+        t.equal((await read(after.s3, BUCKET, key)).toString(), 'v2, the upload', 'the upload completed during the move is read');
+      }
+    });
+  }
+}
+
+t.test('a multipart move stopped as its upload begins leaves no upload open', async (t) => {
+  const st = await stage(t);
+  const before = await st.proxy({ buckets: THREE });
+  const [key] = movingKeys('stopped-upload', 1);
+  await multipartPut(before.s3, key, [randomBytes(5 * MiB), Buffer.from('tail')]);
+  await before.stop();
+  await st.proxy({ buckets: FOUR, previous_rings: [THREE] });
+  const controller = new AbortController();
+  const through = await relay(st.minio.endpoint, async () => {}, async (req) => {
+    if (req.method === 'POST' && req.url!.endsWith('?uploads=')) controller.abort();
+  });
+  t.teardown(() => through.close());
+  const pools = new Pools();
+  t.teardown(() => pools.close());
+  const report = await rebalance(rebalancing(st, through.endpoint, true, pools), { signal: controller.signal });
+  t.ok(report.interrupted, 'stopped');
+  t.same((await st.direct.send(new ListMultipartUploadsCommand({ Bucket: 'shard4' }))).Uploads ?? [], [], 'no upload left open');
 });
