@@ -3,13 +3,13 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { AbortMultipartUploadCommand, CreateMultipartUploadCommand, PutObjectCommand } from '@aws-sdk/client-s3';
-import { Balanced, Ring } from '../../lib/ring';
+import { Balanced } from '../../lib/ring';
 import { Pools } from '../../lib/backend';
 import { VirtualBucket } from '../../lib/virtual-bucket';
 import { rebalance } from '../../lib/rebalance';
 import { startFaulty } from '../helpers/faulty';
 import { blockKeys } from '../bench/placement';
-import { BUCKET, listAll, md5, placementFaults, readAll, sorted, stage, writeBlocks } from './rebalance-stack';
+import { BUCKET, FOUR, THREE, listAll, md5, placementFaults, r3, readAll, sorted, stage, writeBlocks } from './rebalance-stack';
 
 // A rebalance interrupted midway, twice (its AbortSignal, then Ctrl-C on the
 // command), and resumed: in between every object reads back and is listed
@@ -19,9 +19,6 @@ import { BUCKET, listAll, md5, placementFaults, readAll, sorted, stage, writeBlo
 // so moves go both server-side and streamed.
 
 const BIN = join(__dirname, '..', '..', 'bin', 'tempo-s3-shard');
-const THREE = ['shard1', 'shard2', 'shard3'];
-const FOUR = [...THREE, 'shard4'];
-const r3 = new Ring(THREE);
 const b4 = new Balanced(FOUR.map((bucket) => ({ bucket, weight: 1 })));
 
 t.test('interrupt a rebalance and resume it', async (t) => {

@@ -7,6 +7,7 @@ import type { Test } from 'tap';
 import { loadConfig } from '../../lib/config';
 import type { Config } from '../../lib/config';
 import { ShardProxy } from '../../lib/server';
+import { Ring } from '../../lib/ring';
 import { Logger } from '../../lib/log';
 import { MINIO_PASSWORD, MINIO_USER, startMinio } from '../helpers/minio';
 import type { Minio } from '../helpers/minio';
@@ -17,6 +18,21 @@ import type { Minio } from '../helpers/minio';
 
 export const CREDENTIALS = { accessKeyId: MINIO_USER, secretAccessKey: MINIO_PASSWORD };
 export const BUCKET = 'proxy-bucket';
+/** The ring change the tests make: a fourth shard added to three. */
+export const THREE = ['shard1', 'shard2', 'shard3'];
+export const FOUR = [...THREE, 'shard4'];
+export const r3 = new Ring(THREE);
+export const r4 = new Ring(FOUR);
+
+/** `n` keys `<prefix>/blk-<i>/<file>` that move from one of three shards to the fourth. */
+export function movingKeys(prefix: string, n: number, file = 'data'): string[] {
+  const out: string[] = [];
+  for (let i = 0; out.length < n; i++) {
+    const key = `${prefix}/blk-${i}/${file}`;
+    if (r3.locate(key) !== r4.locate(key)) out.push(key);
+  }
+  return out;
+}
 
 export interface Proxy {
   proxy: ShardProxy;

@@ -6,18 +6,13 @@ import {
   ListObjectsV2Command,
 } from '@aws-sdk/client-s3';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { Ring } from '../../lib/ring';
 import { startFaulty } from '../helpers/faulty';
-import { BUCKET, listAll, md5, sorted, stage, writeBlocks } from './rebalance-stack';
+import { BUCKET, FOUR, THREE, listAll, md5, r3, r4, sorted, stage, writeBlocks } from './rebalance-stack';
 
 // After a shard is added and before a rebalance has moved anything: every
 // operation finds each key where the earlier ring put it, writes go to the
 // new owner, deletes reach every owner, uploads finish where they began.
 
-const THREE = ['shard1', 'shard2', 'shard3'];
-const FOUR = [...THREE, 'shard4'];
-const r3 = new Ring(THREE);
-const r4 = new Ring(FOUR);
 const MiB = 1024 * 1024;
 
 async function text(s3: S3Client, Key: string): Promise<string> {

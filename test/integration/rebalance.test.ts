@@ -1,10 +1,9 @@
 import t from 'tap';
 import { dirname, join } from 'node:path';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { Ring } from '../../lib/ring';
 import { run } from '../helpers/run';
 import { blockKeys } from '../bench/placement';
-import { listAll, placementFaults, readAll, sorted, stage, startLoad, writeBlocks } from './rebalance-stack';
+import { FOUR, THREE, listAll, placementFaults, r3, r4, readAll, sorted, stage, startLoad, writeBlocks } from './rebalance-stack';
 
 // The issue's scenario on real MinIO: 2,000 blocks on three shards, a fourth
 // added to the config, the proxy restarted on it. Every object reads back
@@ -14,10 +13,6 @@ import { listAll, placementFaults, readAll, sorted, stage, startLoad, writeBlock
 // what was written. The command runs from dist/ (`make build`).
 
 const BIN = join(__dirname, '..', '..', 'bin', 'tempo-s3-shard');
-const THREE = ['shard1', 'shard2', 'shard3'];
-const FOUR = [...THREE, 'shard4'];
-const r3 = new Ring(THREE);
-const r4 = new Ring(FOUR);
 
 interface Line { event: string; [k: string]: unknown }
 const jsonLines = (out: string): Line[] => out.trim().split('\n').map((l) => JSON.parse(l));

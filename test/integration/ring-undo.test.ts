@@ -5,12 +5,11 @@ import {
   CompleteMultipartUploadCommand,
 } from '@aws-sdk/client-s3';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { Ring } from '../../lib/ring';
 import { run } from '../helpers/run';
 import { outcome } from '../helpers/outcome';
 import { startFaulty } from '../helpers/faulty';
 import { request } from 'undici';
-import { BUCKET, stage } from './rebalance-stack';
+import { BUCKET, FOUR, THREE, movingKeys, r3, r4, stage } from './rebalance-stack';
 
 // A key written while a ring change waits for its rebalance leaves no older
 // copy where the earlier ring put it. So the change can be undone before its
@@ -20,20 +19,7 @@ import { BUCKET, stage } from './rebalance-stack';
 // began, wins over a copy written at the new owner meanwhile.
 
 const BIN = join(__dirname, '..', '..', 'bin', 'tempo-s3-shard');
-const THREE = ['shard1', 'shard2', 'shard3'];
-const FOUR = [...THREE, 'shard4'];
-const r3 = new Ring(THREE);
-const r4 = new Ring(FOUR);
 const MiB = 1024 * 1024;
-
-function movingKeys(n: number): string[] {
-  const out: string[] = [];
-  for (let i = 0; out.length < n; i++) {
-    const key = `undo/blk-${i}/index.json.gz`;
-    if (r3.locate(key) !== r4.locate(key)) out.push(key);
-  }
-  return out;
-}
 
 async function text(s3: S3Client, Bucket: string, Key: string): Promise<string> {
   const r = await s3.send(new GetObjectCommand({ Bucket, Key }));
@@ -43,7 +29,7 @@ async function text(s3: S3Client, Bucket: string, Key: string): Promise<string> 
 t.test('undo a ring change before its rebalance', async (t) => {
   const st = await stage(t);
   const three = await st.proxy({ buckets: THREE });
-  const [put, copied, same, uploaded, retyped] = movingKeys(5);
+  const [put, copied, same, uploaded, retyped] = movingKeys('undo', 5, 'index.json.gz');
   for (const key of [put, copied, same, uploaded, retyped]) {
     await three.s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: `v1 of ${key}`, ContentType: 'text/v1' }));
   }
@@ -92,7 +78,7 @@ t.test('undo a ring change before its rebalance', async (t) => {
 t.test('an earlier owner that fails the removal: the write stands, the failure is reported', async (t) => {
   const st = await stage(t);
   const three = await st.proxy({ buckets: THREE });
-  const [key, uploaded] = movingKeys(2);
+  const [key, uploaded] = movingKeys('undo', 2, 'index.json.gz');
   await three.s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: 'v1' }));
   await three.s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: uploaded, Body: 'v1' }));
   const relay = await startFaulty(st.minio.endpoint);
