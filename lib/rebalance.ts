@@ -110,12 +110,13 @@ export async function rebalance(vb: VirtualBucket, opts: RebalanceOptions = {}):
     for (const m of settled) {
       for (const c of m.copies) {
         try {
-          // Only the copy listed: one stored since (an upload begun before
-          // the ring change, completed where it began) is newer than the
-          // owner's, which its completion removed.
+          // Only the copy listed, and only while the owner has one. A copy
+          // stored since (an upload begun before the ring change, completed
+          // where it began) is newer than the owner's, which its completion
+          // removed unless it was the same object.
           const now = await head(c.backend, m.key, signal);
           if (!now) continue;
-          if (unquote(now.etag) !== unquote(c.etag)) {
+          if (unquote(now.etag) !== unquote(c.etag) || !await head(block.target, m.key, signal)) {
             report.failures.push({ key: m.key, reason: `the copy on ${c.backend.bucket} changed while it was being moved: run rebalance again` });
             continue;
           }
@@ -290,35 +291,38 @@ async function place(m: Misplaced, target: Backend, dryRun: boolean, signal: Abo
 }
 
 /** Checks a copy just stored at the owner. It runs to the end even once the
- * run is stopped: a copy left there unchecked would be taken, on the next
- * run, for one that wins over every other. */
+ * run is stopped, and a copy it cannot check is withdrawn: left there
+ * unchecked, it would be taken, on the next run, for one that wins over
+ * every other. */
 async function settle(key: string, source: Copy, target: Backend, written: Stored): Promise<Outcome> {
   // A client may have written or deleted the key meanwhile, and the order in
   // which each reaches the two copies tells which: a delete removes the
   // source first and the owner's copy after it; a write is stored at the
   // owner first and then removes a source that differs from it (forward.ts).
   let sourceLeft: Found | undefined;
+  let now: Found | undefined;
   try {
     sourceLeft = await head(source.backend, key);
+    now = await head(target, key);
   } catch (err) {
     await withdraw(target, key, written);
     throw err;
   }
-  const now = await head(target, key);
+  const ours = now !== undefined && unquote(now.etag) === unquote(written.etag) && now.attributes === written.attributes;
+  // Stored at the source anew while it was moved (an upload begun before the
+  // ring change completes where it began): what was moved is the older object.
+  if (sourceLeft && (unquote(sourceLeft.etag) !== unquote(source.etag) || sourceLeft.attributes !== written.attributes)) {
+    if (ours) await deleteCopy(target, key);
+    throw new Error(`the source changed while it was being moved: run rebalance again`);
+  }
   // Deleted right after the move: by a client, whose delete reached the owner too.
   if (!now) return 'vanished';
   // A client wrote the key at its owner after the move: that write wins.
-  if (unquote(now.etag) !== unquote(written.etag) || now.attributes !== written.attributes) return 'present';
+  if (!ours) return 'present';
   // Deleted by a client while it was moved: the move would bring it back.
   if (!sourceLeft) {
     await deleteCopy(target, key);
     return 'vanished';
-  }
-  // Stored at the source while it was moved (an upload begun before the ring
-  // change completes where it began): what was moved is the older object.
-  if (unquote(sourceLeft.etag) !== unquote(source.etag)) {
-    await deleteCopy(target, key);
-    throw new Error(`the source changed while it was being moved: run rebalance again`);
   }
   if (unquote(now.etag) !== unquote(source.etag) || now.size !== source.size) {
     await deleteCopy(target, key);

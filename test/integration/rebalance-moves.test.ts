@@ -290,11 +290,55 @@ for (const late of LATE) {
   });
 }
 
+// An upload begun before the ring change, of the same parts as the object
+// then written (so with its ETag) but another Content-Type, completes where
+// it began while rebalance works on the key: as rebalance is about to delete
+// the copy it listed there (the key moved by this run, or at its owner
+// already), or as it checks the copy it moved. The completed upload is kept.
+for (const moment of ['as the moved key\'s listed copy is about to be deleted', 'as the key at its owner has its listed copy deleted',
+  'as the moved copy is checked'] as const) {
+  t.test(`an upload of the same bytes with another Content-Type, completed ${moment}`, async (t) => {
+    const st = await stage(t);
+    const before = await st.proxy({ buckets: THREE });
+    const [key] = movingKeys(`same-bytes-${moment.length}`, 1);
+    const parts = [randomBytes(5 * MiB), Buffer.from('tail')];
+    await multipartPut(before.s3, key, parts, { ContentType: 'text/old' });
+    const { UploadId } = await before.s3.send(new CreateMultipartUploadCommand({ Bucket: BUCKET, Key: key, ContentType: 'text/new' }));
+    const done: { PartNumber: number; ETag?: string }[] = [];
+    for (const [i, Body] of parts.entries()) {
+      const r = await before.s3.send(new UploadPartCommand({ Bucket: BUCKET, Key: key, UploadId, PartNumber: i + 1, Body }));
+      done.push({ PartNumber: i + 1, ETag: r.ETag });
+    }
+    await before.stop();
+    const after = await st.proxy({ buckets: FOUR, previous_rings: [THREE] });
+    const atOwner = moment.includes('at its owner');
+    // As a straight write to the shard, or an earlier run stopped before its deletes, leaves it.
+    if (atOwner) await multipartPut(after.s3, key, parts, { ContentType: 'text/old' });
+    // Moved by this run: its first look at the source after the copy is stored is settle()'s, the next the delete loop's.
+    let looks = 0;
+    let completed = false;
+    const vb = await rebalancing(t, st, true, async (req) => {
+      if (completed || req.method !== 'HEAD' || decodeURIComponent(req.url!) !== `/${r3.locate(key)}/${key}`) return;
+      if (!atOwner && (await outcome(st.direct.send(new HeadObjectCommand({ Bucket: 'shard4', Key: key }))) !== '200' ||
+        ++looks < (moment.includes('checked') ? 1 : 2))) return;
+      completed = true;
+      await after.s3.send(new CompleteMultipartUploadCommand({ Bucket: BUCKET, Key: key, UploadId, MultipartUpload: { Parts: done } }));
+    });
+    const first = await rebalance(vb);
+    t.ok(completed, 'the client completed its upload while rebalance ran');
+    t.match(first.failures, [{ key, reason: /changed while it was being moved: run rebalance again/ }], 'the run says to run again');
+    t.equal(first.vanished, 0, 'and takes nothing for a client\'s delete');
+    t.equal((await after.s3.send(new HeadObjectCommand({ Bucket: BUCKET, Key: key }))).ContentType, 'text/new', 'the upload is read');
+    t.same((await rebalance(vb)).failures, [], 'the next run moves it');
+    t.equal((await st.direct.send(new HeadObjectCommand({ Bucket: 'shard4', Key: key }))).ContentType, 'text/new', 'to its owner');
+  });
+}
+
 // A run stopped (Ctrl-C, or a shard failing a look) between storing a copy at
 // the owner and checking it, while a client completed an upload begun before
 // the change, or deleted the key: the copy is checked or withdrawn all the
 // same, never left to pass, on the next run, for the one that wins.
-for (const stop of ['stopped', 'failing a look at the source'] as const) {
+for (const stop of ['stopped', 'failing a look at the source', 'failing a look at the owner'] as const) {
   for (const client of ['completes an upload', 'deletes'] as const) {
     t.test(`a run ${stop} right after storing a copy, while a client ${client}`, async (t) => {
       const st = await stage(t);
@@ -312,7 +356,8 @@ for (const stop of ['stopped', 'failing a look at the source'] as const) {
       }, async (req, status) => {
         // The copy is stored: the run stops before it hears so.
         if (stop === 'stopped' && req.method === 'PUT' && path(req) === `/shard4/${key}` && status === 200) controller.abort();
-        if (stop === 'failing a look at the source' && acted && !failed && req.method === 'HEAD' && path(req) === `/${r3.locate(key)}/${key}`) {
+        const looked = stop === 'failing a look at the source' ? `/${r3.locate(key)}/${key}` : `/shard4/${key}`;
+        if (stop !== 'stopped' && acted && !failed && req.method === 'HEAD' && path(req) === looked) {
           failed = true;
           return 503;
         }
