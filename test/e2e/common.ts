@@ -157,13 +157,15 @@ function startRecorder(target: number, logFile: string): Promise<{ server: Serve
 export class ShardListing {
   /** every key ever seen, with the buckets it was seen in */
   readonly seen = new Map<string, Set<string>>();
+  /** the shard buckets looked at: a ring change adds one */
+  shards = SHARDS;
 
   constructor(protected readonly direct: S3Client) {}
 
   /** bucket → keys now; every key also goes to `noteKey` */
   async snapshot(): Promise<Map<string, string[]>> {
     const out = new Map<string, string[]>();
-    for (const bucket of SHARDS) {
+    for (const bucket of this.shards) {
       const keys: string[] = [];
       let token: string | undefined;
       do {
@@ -198,6 +200,9 @@ export class ShardListing {
 }
 
 // ---- MinIO, the proxy, the recorder and the program, torn down with the test
+
+/** A ring of the proxy's config: its placement and shard buckets. */
+export interface Ring { placement: 'ring' | 'balanced'; buckets: string[] }
 
 export interface StackOptions<P extends string> {
   /** `Tempo` or `Loki`: names its messages; lower-cased, its files, its
@@ -235,6 +240,9 @@ export interface Stack<P extends string> {
   startProgram(n: number): Promise<void>;
   /** the program's exit code or signal */
   stopProgram(): Promise<number | string | null>;
+  /** Restarts the proxy on the same port with a new ring and the ring it had
+   * in `previous_rings`, as an operator adds a shard. */
+  changeRing(ring: Ring): Promise<void>;
 }
 
 export async function startStack<P extends string>(t: Test, opts: StackOptions<P>): Promise<Stack<P>> {
@@ -265,20 +273,24 @@ export async function startStack<P extends string>(t: Test, opts: StackOptions<P
 
   const proxyPort = await freePort();
   const proxyConfig = join(work, 'proxy.json');
-  writeFileSync(proxyConfig, JSON.stringify({
-    listen_addr: `127.0.0.1:${proxyPort}`,
-    endpoint: minio.endpoint,
-    access_key_id: MINIO_USER,
-    secret_access_key: MINIO_PASSWORD,
-    region: 'us-east-1',
-    virtual_bucket: opts.virtualBucket,
-    buckets: SHARDS,
-    clients: [{ access_key_id: opts.key.accessKeyId, secret_access_key: opts.key.secretAccessKey }],
-    log_level: 'debug',
-  }, null, 2));
   const proxyLog = join(work, 'proxy.log');
-  proxy = spawnLogged(process.execPath, [join(ROOT, 'bin', 'tempo-s3-shard'), '--config', proxyConfig], proxyLog, process.env);
-  await waitHttp(`http://127.0.0.1:${proxyPort}/healthz`, proxy, proxyLog, 30_000);
+  const startProxy = async (rings: Ring & { previous_rings?: Ring[] }) => {
+    writeFileSync(proxyConfig, JSON.stringify({
+      listen_addr: `127.0.0.1:${proxyPort}`,
+      endpoint: minio!.endpoint,
+      access_key_id: MINIO_USER,
+      secret_access_key: MINIO_PASSWORD,
+      region: 'us-east-1',
+      virtual_bucket: opts.virtualBucket,
+      ...rings,
+      clients: [{ access_key_id: opts.key.accessKeyId, secret_access_key: opts.key.secretAccessKey }],
+      log_level: 'debug',
+    }, null, 2));
+    proxy = spawnLogged(process.execPath, [join(ROOT, 'bin', 'tempo-s3-shard'), '--config', proxyConfig], proxyLog, process.env);
+    await waitHttp(`http://127.0.0.1:${proxyPort}/healthz`, proxy, proxyLog, 30_000);
+  };
+  let ring: Ring = { placement: 'ring', buckets: SHARDS };
+  await startProxy(ring);
 
   const rec = await startRecorder(proxyPort, join(work, 's3-requests.log'));
   recorder = rec.server;
@@ -318,6 +330,11 @@ export async function startStack<P extends string>(t: Test, opts: StackOptions<P
       await waitHttp(`http://127.0.0.1:${ports[opts.ports[0]]}/ready`, program, logFile, opts.readyMs);
     },
     stopProgram: () => stopChild(program!, opts.graceMs),
+    async changeRing(next) {
+      await stopChild(proxy!, opts.graceMs);
+      await startProxy({ ...next, previous_rings: [ring] });
+      ring = next;
+    },
   };
 }
 

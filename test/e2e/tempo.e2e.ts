@@ -1,18 +1,29 @@
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
-import { SHARDS, ShardListing, buildProgram, checkPlacement, checkProxyLog, checkS3Answers, readLines, sleep, startStack, waitFor } from './common';
+import { join } from 'node:path';
+import type { Test } from 'tap';
+import { ROOT, SHARDS, ShardListing, buildProgram, checkPlacement, checkProxyLog, checkS3Answers, readLines, sleep, startStack, waitFor } from './common';
+import { run } from '../helpers/run';
+import { Balanced } from '../../lib/ring';
 
 // Grafana Tempo, built from source, storing its blocks through the proxy
 // (a child process, as deployed) into three shard buckets on MinIO: traces
 // go in over OTLP, blocks are flushed, Tempo restarts with an empty WAL and
 // must find every trace in object storage; each block must sit whole in the
 // shard the ring names, blocks must spread over all shards, and compaction
-// must mark and later clear its inputs.
+// must mark and later clear its inputs. Then a fourth shard is added, as an
+// operator does (with balanced placement, which moves most blocks): Tempo
+// must read every trace through the ring change, and `rebalance`, run while
+// Tempo writes, compacts and deletes, must move blocks and leave every block
+// whole at its owner on the new ring.
 
 const TENANT = 'single-tenant';
 const SERVICE = 'e2e';
 const TRACES_PER_BATCH = 5;
+const FOUR = [...SHARDS, 'shard4'];
+// Balanced placement over the four moves most blocks, not about a quarter.
+const BALANCED_FOUR = new Balanced(FOUR.map((bucket) => ({ bucket, weight: 1 })));
 // 12 blocks miss one of three shards with probability 3·(2/3)^12 ≈ 2 %;
 // batches go on (up to MAX_BATCHES) until every shard holds a block.
 const MIN_BATCHES = 12;
@@ -83,6 +94,42 @@ function countSpans(trace: unknown): { spans: number; services: Set<string> } {
   return out;
 }
 
+/** Asks Tempo for every trace sent, by ID, until all are found (2 minutes at most). */
+async function findAllById(t: Test, tempoApi: (path: string) => Promise<Response>, sent: SentTrace[]): Promise<void> {
+  const missing = new Map(sent.map((s) => [s.id, s]));
+  const wrong: string[] = [];
+  await waitFor('every trace by ID', 120_000, async () => {
+    for (const [id, s] of missing) {
+      const r = await tempoApi(`/api/traces/${id}`);
+      if (r.status !== 200) { await r.text(); continue; }
+      const got = countSpans(await r.json());
+      if (got.spans !== s.spans || !got.services.has(SERVICE)) wrong.push(`${id}: ${got.spans} spans, services ${[...got.services]}`);
+      missing.delete(id);
+    }
+    return missing.size === 0 ? true : undefined;
+  }).catch((err: Error) => t.fail(`${err.message}; ${missing.size} of ${sent.length} not found, e.g. ${[...missing.keys()].slice(0, 3).join(', ')}`));
+  t.equal(missing.size, 0, `all ${sent.length} traces found by ID`);
+  t.same(wrong, [], 'each trace comes back whole');
+}
+
+/** Sends batches of traces over OTLP, `BATCH_INTERVAL_MS` apart, each
+ * followed by `enough()`, until at least `min` are sent and it holds (or
+ * `max` are sent). */
+async function sendBatches(port: number, runId: string, sent: SentTrace[], first: number, min: number, max: number,
+  enough: () => Promise<boolean>): Promise<number> {
+  let batch = first;
+  let done = false;
+  while (batch < first + min || (!done && batch < first + max)) {
+    const traces = Array.from({ length: TRACES_PER_BATCH }, () => ({ id: hex(16), spans: 1 + Math.floor(Math.random() * 4) }));
+    await postOtlp(port, otlpBatch(runId, batch, traces));
+    sent.push(...traces);
+    batch++;
+    await sleep(BATCH_INTERVAL_MS);
+    done = await enough();
+  }
+  return batch;
+}
+
 // ---- what is in the shard buckets, seen straight on MinIO
 
 interface BlockMeta { blockID: string; compactionLevel?: number; totalObjects?: number }
@@ -140,6 +187,16 @@ class Storage extends ShardListing {
   }
 }
 
+/** Waits (2 minutes at most) until the blocks the ingester flushed hold
+ * `traces` traces; the count they hold. */
+function waitForFlush(storage: Storage, traces: number): Promise<number> {
+  return waitFor('every trace in a flushed block', 120_000, async () => {
+    await storage.snapshot();
+    const n = storage.tracesInIngesterBlocks();
+    return n >= traces ? n : undefined;
+  });
+}
+
 // ---- the run
 
 t.test('Grafana Tempo on tempo-s3-shard', async (t) => {
@@ -159,27 +216,19 @@ t.test('Grafana Tempo on tempo-s3-shard', async (t) => {
 
   const runId = hex(6);
   const sent: SentTrace[] = [];
+  let batches = 0;
   const since = Math.floor(Date.now() / 1000) - 60;
 
   try {
     await stack.startProgram(1);
 
     await t.test('traces go in over OTLP and are flushed as blocks into the shards', async (t) => {
-      let batch = 0;
-      while (batch < MIN_BATCHES || (storage.shardsWithBlocks().size < SHARDS.length && batch < MAX_BATCHES)) {
-        const traces = Array.from({ length: TRACES_PER_BATCH }, () => ({ id: hex(16), spans: 1 + Math.floor(Math.random() * 4) }));
-        await postOtlp(ports.TEMPO_OTLP_HTTP_PORT, otlpBatch(runId, batch, traces));
-        sent.push(...traces);
-        batch++;
-        await sleep(BATCH_INTERVAL_MS);
+      batches = await sendBatches(ports.TEMPO_OTLP_HTTP_PORT, runId, sent, 0, MIN_BATCHES, MAX_BATCHES, async () => {
         await storage.snapshot();
-      }
-      t.comment(`${sent.length} traces in ${batch} batches`);
-      const flushed = await waitFor('every trace in a flushed block', 120_000, async () => {
-        await storage.snapshot();
-        const n = storage.tracesInIngesterBlocks();
-        return n >= sent.length ? n : undefined;
-      }).catch((err: Error) => { t.fail(err.message); return storage.tracesInIngesterBlocks(); });
+        return storage.shardsWithBlocks().size === SHARDS.length;
+      });
+      t.comment(`${sent.length} traces in ${batches} batches`);
+      const flushed = await waitForFlush(storage, sent.length).catch((err: Error) => { t.fail(err.message); return storage.tracesInIngesterBlocks(); });
       t.equal(flushed, sent.length, 'the ingester blocks hold exactly the traces sent');
       t.comment(`${storage.ingesterBlocks.size} ingester blocks, ${storage.allBlocks.size} blocks in all so far`);
       t.ok(storage.ingesterBlocks.size >= 2, 'several blocks were flushed');
@@ -197,20 +246,7 @@ t.test('Grafana Tempo on tempo-s3-shard', async (t) => {
       await stack.stopProgram();
       await stack.startProgram(2);
 
-      const missing = new Map(sent.map((s) => [s.id, s]));
-      const wrong: string[] = [];
-      await waitFor('every trace by ID', 120_000, async () => {
-        for (const [id, s] of missing) {
-          const r = await tempoApi(`/api/traces/${id}`);
-          if (r.status !== 200) { await r.text(); continue; }
-          const got = countSpans(await r.json());
-          if (got.spans !== s.spans || !got.services.has(SERVICE)) wrong.push(`${id}: ${got.spans} spans, services ${[...got.services]}`);
-          missing.delete(id);
-        }
-        return missing.size === 0 ? true : undefined;
-      }).catch((err: Error) => t.fail(`${err.message}; ${missing.size} of ${sent.length} not found, e.g. ${[...missing.keys()].slice(0, 3).join(', ')}`));
-      t.equal(missing.size, 0, `all ${sent.length} traces found by ID`);
-      t.same(wrong, [], 'each trace comes back whole');
+      await findAllById(t, tempoApi, sent);
 
       const want = new Set(sent.map((s) => normaliseId(s.id)));
       const q = `{resource.service.name="${SERVICE}" && span.e2e.run="${runId}"}`;
@@ -252,6 +288,63 @@ t.test('Grafana Tempo on tempo-s3-shard', async (t) => {
     t.same(split, [], `each of the ${blockShards.size} blocks has all its files in one shard`);
     const perShard = SHARDS.map((s) => `${s}: ${[...blockShards.values()].filter((b) => b.has(s)).length}`);
     t.equal(storage.shardsWithBlocks().size, SHARDS.length, `blocks spread over all shards (${perShard.join(', ')})`);
+  });
+
+  // As an operator adds a shard: the proxy restarted on four shards with the
+  // three in previous_rings, and `rebalance` run while Tempo writes,
+  // compacts and deletes.
+  await t.test('a fourth shard: Tempo reads through the ring change, and rebalance moves its blocks', async (t) => {
+    try {
+      // Compaction soon leaves few blocks: more go in, flushed before Tempo
+      // stops (it restarts with an empty WAL), until one sits where the new
+      // ring does not put it, so that there is something to move.
+      for (let round = 0; round < 5; round++) {
+        batches = await sendBatches(ports.TEMPO_OTLP_HTTP_PORT, runId, sent, batches, 1, 1, async () => true);
+        await waitForFlush(storage, sent.length);
+        const snap = await storage.snapshot();
+        if ([...snap].some(([bucket, keys]) => keys.some((k) => BLOCK_KEY.test(k) && BALANCED_FOUR.locate(k) !== bucket))) break;
+      }
+      await stack.stopProgram();
+      await stack.changeRing({ placement: 'balanced', buckets: FOUR });
+      const rebalanceCommand = async () => {
+        const r = await run(process.execPath, [join(ROOT, 'bin', 'tempo-s3-shard'), 'rebalance', '--config', stack.proxyConfig]);
+        const done = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { moved_objects?: number };
+        t.comment(`rebalance: exit ${r.status}; ${r.stdout.trim().split('\n').pop()}${r.stderr ? `; ${r.stderr.trim()}` : ''}`);
+        return { status: r.status, moved: done.moved_objects ?? 0 };
+      };
+      // The first run moves the blocks while Tempo starts again and reads
+      // them; Tempo compacts them into new blocks soon after, which leaves
+      // later runs little to move.
+      const first = rebalanceCommand();
+      await stack.startProgram(3);
+      let last = await first;
+      let moved = last.moved;
+      await findAllById(t, tempoApi, sent);
+
+      // Tempo writes new blocks, compacts and deletes while rebalance runs
+      // again. Compaction may change a block while it is moved: a run that
+      // says so is run again.
+      const before = sent.length;
+      const writing = sendBatches(ports.TEMPO_OTLP_HTTP_PORT, runId, sent, batches, 4, 4, async () => true);
+      for (let i = 0; i < 3 && (i === 0 || last.status !== 0); i++) {
+        last = await rebalanceCommand();
+        moved += last.moved;
+      }
+      batches = await writing;
+      t.comment(`${sent.length - before} more traces sent on the new ring`);
+      t.equal(last.status, 0, 'rebalance finishes');
+      t.ok(moved > 0, `it moved ${moved} of Tempo's objects`);
+      await findAllById(t, tempoApi, sent);
+
+      const now = new ShardListing(stack.s3);
+      now.shards = FOUR;
+      await checkPlacement(t, now, stack.proxyConfig);
+      const blockShards = now.bucketsBy(BLOCK_KEY);
+      const split = [...blockShards].filter(([, b]) => b.size !== 1).map(([b, sh]) => `${b}: ${[...sh]}`);
+      t.same(split, [], `each of the ${blockShards.size} blocks has all its files in one shard, of four`);
+    } catch (err) {
+      t.fail((err as Error).message);
+    }
   });
 
   await t.test('no storage errors: Tempo log, proxy log, S3 answers', async (t) => {
