@@ -4,7 +4,7 @@ import type { Backend } from './backend';
 import { S3Error } from './errors';
 import { decodeCopySource } from './copy-source';
 import type { CopySource } from './copy-source';
-import { backendRequest, isAbsent, notFoundCode, notFoundError, readCapped, removeOlderCopies, respond, uploadHolder } from './forward';
+import { backendRequest, isAbsent, isObjectHeader, notFoundCode, notFoundError, readCapped, removeOlderCopies, respond, uploadHolder } from './forward';
 import type { S3Request } from './s3-request';
 import type { VirtualBucket } from './virtual-bucket';
 import { sendXml } from './bucket-ops';
@@ -24,8 +24,6 @@ const SOURCE_CONDITIONS: Record<string, string> = {
   'x-amz-copy-source-if-unmodified-since': 'if-unmodified-since',
 };
 
-// What a metadata directive of COPY carries over from the source.
-const COPIED_HEADERS = ['content-type', 'content-encoding', 'content-disposition', 'content-language', 'cache-control', 'expires'];
 
 export async function copy(req: IncomingMessage, res: ServerResponse, s3: S3Request,
   buckets: ReadonlyMap<string, VirtualBucket>, vb: VirtualBucket, signal: AbortSignal): Promise<void> {
@@ -126,7 +124,7 @@ async function streamedCopy(req: IncomingMessage, res: ServerResponse, s3: S3Req
   const replaceMetadata = String(req.headers['x-amz-metadata-directive'] ?? 'COPY').toUpperCase() === 'REPLACE';
   const carried = replaceMetadata ? req.headers : got.headers;
   for (const [name, value] of Object.entries(carried)) {
-    if (typeof value === 'string' && (name.startsWith('x-amz-meta-') || COPIED_HEADERS.includes(name))) headers[name] = value;
+    if (typeof value === 'string' && isObjectHeader(name)) headers[name] = value;
   }
   for (const name of ['x-amz-storage-class', 'x-amz-server-side-encryption']) {
     const v = req.headers[name];

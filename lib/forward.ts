@@ -330,18 +330,22 @@ async function headAttributes(b: Backend, key: string): Promise<string> {
   return objectAttributes(r.headers);
 }
 
-// What a HEAD shows of an object besides its bytes and checksums.
-const ATTRIBUTES = new Set(['content-type', 'content-encoding', 'content-disposition', 'content-language', 'cache-control',
-  'expires', 'x-amz-tagging-count']);
+/** The headers an object is stored with besides its bytes and checksums:
+ * what a copy carries over, and, with the tag count, what tells two copies
+ * with one ETag apart. */
+export function isObjectHeader(name: string): boolean {
+  return name.startsWith('x-amz-meta-') || CONTENT_HEADERS.has(name);
+}
+const CONTENT_HEADERS = new Set(['content-type', 'content-encoding', 'content-disposition', 'content-language', 'cache-control', 'expires']);
 
-/** An object's attributes (the headers above, and its metadata) as one
+/** An object's attributes (the headers above and its tag count) as one
  * string: two copies with the same ETag and these are the same write. */
 export function objectAttributes(headers: Record<string, string | string[] | undefined>): string {
-  return Object.keys(headers).filter((n) => ATTRIBUTES.has(n) || n.startsWith('x-amz-meta-')).sort()
+  return Object.keys(headers).filter((n) => isObjectHeader(n) || n === 'x-amz-tagging-count').sort()
     .map((n) => `${n}: ${String(headers[n])}`).join('\n');
 }
 
-function unquoted(etag: string): string {
+export function unquoted(etag: string): string {
   return etag.replace(/&quot;|&#34;|"/g, '');
 }
 

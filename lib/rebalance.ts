@@ -7,7 +7,7 @@ import { Pools, poolOptions } from './backend';
 import type { Backend } from './backend';
 import { VirtualBucket } from './virtual-bucket';
 import { hashKey } from './ring';
-import { objectAttributes } from './forward';
+import { isObjectHeader, objectAttributes, unquoted } from './forward';
 import { ProgressReporter, formatBytes } from './progress';
 import type { Output, Totals } from './progress';
 import { feed } from './xml-feed';
@@ -116,7 +116,7 @@ export async function rebalance(vb: VirtualBucket, opts: RebalanceOptions = {}):
           // removed unless it was the same object.
           const now = await head(c.backend, m.key, signal);
           if (!now) continue;
-          if (unquote(now.etag) !== unquote(c.etag) || !await head(block.target, m.key, signal)) {
+          if (unquoted(now.etag) !== unquoted(c.etag) || !await head(block.target, m.key, signal)) {
             report.failures.push({ key: m.key, reason: `the copy on ${c.backend.bucket} changed while it was being moved: run rebalance again` });
             continue;
           }
@@ -281,7 +281,7 @@ async function place(m: Misplaced, target: Backend, dryRun: boolean, signal: Abo
   if (await head(target, m.key, signal)) return 'present';
   if (dryRun) return 'copied';
   const source = m.copies[0];
-  const parts = MULTIPART_ETAG.exec(unquote(source.etag));
+  const parts = MULTIPART_ETAG.exec(unquoted(source.etag));
   const written = parts
     ? await multipartMove(source, target, m.key, Number(parts[1]), signal)
     : await streamedPut(source, target, m.key, signal);
@@ -308,10 +308,10 @@ async function settle(key: string, source: Copy, target: Backend, written: Store
     await withdraw(target, key, written);
     throw err;
   }
-  const ours = now !== undefined && unquote(now.etag) === unquote(written.etag) && now.attributes === written.attributes;
+  const ours = now !== undefined && unquoted(now.etag) === unquoted(written.etag) && now.attributes === written.attributes;
   // Stored at the source anew while it was moved (an upload begun before the
   // ring change completes where it began): what was moved is the older object.
-  if (sourceLeft && (unquote(sourceLeft.etag) !== unquote(source.etag) || sourceLeft.attributes !== written.attributes)) {
+  if (sourceLeft && (unquoted(sourceLeft.etag) !== unquoted(source.etag) || sourceLeft.attributes !== written.attributes)) {
     if (ours) await deleteCopy(target, key);
     throw new Error(`the source changed while it was being moved: run rebalance again`);
   }
@@ -324,7 +324,7 @@ async function settle(key: string, source: Copy, target: Backend, written: Store
     await deleteCopy(target, key);
     return 'vanished';
   }
-  if (unquote(now.etag) !== unquote(source.etag) || now.size !== source.size) {
+  if (unquoted(now.etag) !== unquoted(source.etag) || now.size !== source.size) {
     await deleteCopy(target, key);
     throw new Error(`verification failed, the source stays: the copy on ${target.bucket} has ETag ${now.etag} and ` +
       `${now.size} bytes, not ${source.etag} and ${source.size}`);
@@ -347,7 +347,7 @@ function stray(target: Backend, key: string, stored: Stored): (err: unknown) => 
 /** Removes the copy a move stored, unless a client's write has replaced it. */
 async function withdraw(target: Backend, key: string, written: Stored): Promise<void> {
   const now = await head(target, key).catch(() => undefined);
-  if (now && unquote(now.etag) === unquote(written.etag) && now.attributes === written.attributes) {
+  if (now && unquoted(now.etag) === unquoted(written.etag) && now.attributes === written.attributes) {
     await deleteCopy(target, key).catch(() => {});
   }
 }
@@ -367,7 +367,7 @@ async function streamedPut(source: Copy, target: Backend, key: string, signal: A
     if (got.statusCode !== 200) return await sourceRefused(got, source);
     const headers = await attributes(got.headers, source.backend, key, signal);
     headers['content-length'] = String(got.headers['content-length']);
-    const etag = unquote(source.etag);
+    const etag = unquoted(source.etag);
     if (/^[0-9a-f]{32}$/.test(etag)) headers['content-md5'] = Buffer.from(etag, 'hex').toString('base64');
     for (const name of CHECKSUMS) {
       const value = got.headers[name];
@@ -537,15 +537,13 @@ function preconditionFailed(xml: string): never {
   throw new Error(`the source changed while it was being moved (${errorCode(xml) || 'PreconditionFailed'}): run rebalance again`);
 }
 
-// What a move carries over besides the x-amz-meta-* headers and the tags.
-const CARRIED = ['content-type', 'content-encoding', 'content-disposition', 'content-language', 'cache-control', 'expires'];
 const CHECKSUMS = ['crc32', 'crc32c', 'crc64nvme', 'sha1', 'sha256'].map((a) => `x-amz-checksum-${a}`);
 
 /** The headers that give the moved object the source's metadata and tags. */
 async function attributes(from: IncomingHttpHeaders, b: Backend, key: string, signal: AbortSignal): Promise<Record<string, string>> {
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(from)) {
-    if (typeof value === 'string' && (name.startsWith('x-amz-meta-') || CARRIED.includes(name))) headers[name] = value;
+    if (typeof value === 'string' && isObjectHeader(name)) headers[name] = value;
   }
   if (Number(from['x-amz-tagging-count'] ?? 0) > 0) headers['x-amz-tagging'] = await tagging(b, key, signal);
   return headers;
@@ -575,9 +573,6 @@ async function deleteCopy(b: Backend, key: string, signal?: AbortSignal): Promis
   if (r.statusCode !== 204 && r.statusCode !== 200) throw new Error(`deleting on ${b.bucket} failed: ${r.statusCode} ${errorCode(xml)}`);
 }
 
-function unquote(etag: string): string {
-  return etag.replace(/"/g, '');
-}
 
 // ---------------------------------------------------------------------------
 // The command.
